@@ -1,0 +1,19 @@
+// The micro-kernel interface every path implements; the block loop (detail/tiled.hpp) calls only this.
+//
+// template <> struct Kernels<Path::X> {
+//   static constexpr int MR, NR;   // register tile of gemm_tile
+//   // C[mr x nr] = beta * C + A[mr x kc] B[kc x nr], mr <= MR, nr <= NR; beta == 0 overwrites C.
+//   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B,
+//                         int64_t ldb, float* C, int64_t ldc, float beta);
+//   // y = a * x + b * y, and y += a * x, over n floats (the decode step's row updates).
+//   static void axpby(int64_t n, float a, const float* x, float b, float* y);
+//   static void axpy(int64_t n, float a, const float* x, float* y);
+// };
+#pragma once
+
+#include "lightning/config.hpp"
+
+namespace lightning::kernels {
+template <Path P>
+struct Kernels;
+}  // namespace lightning::kernels

@@ -1,0 +1,37 @@
+// Portable micro-kernels: plain loops over a small register tile, always compiled.
+#pragma once
+
+#include <cstdint>
+
+#include "lightning/kernels/kernels.hpp"
+
+namespace lightning::kernels {
+
+template <>
+struct Kernels<Path::scalar> {
+  static constexpr int MR = 4, NR = 8;
+
+  static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
+                        float* C, int64_t ldc, float beta) {
+    float acc[MR][NR] = {};
+    for (int64_t p = 0; p < kc; ++p)
+      for (int r = 0; r < mr; ++r) {
+        const float a = A[r * lda + p];
+        for (int c = 0; c < nr; ++c) acc[r][c] += a * B[p * ldb + c];
+      }
+    for (int r = 0; r < mr; ++r)
+      for (int c = 0; c < nr; ++c) {
+        float* out = &C[r * ldc + c];
+        *out = beta == 0.0f ? acc[r][c] : beta * *out + acc[r][c];
+      }
+  }
+
+  static void axpby(int64_t n, float a, const float* x, float b, float* y) {
+    for (int64_t i = 0; i < n; ++i) y[i] = a * x[i] + b * y[i];
+  }
+  static void axpy(int64_t n, float a, const float* x, float* y) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+  }
+};
+
+}  // namespace lightning::kernels

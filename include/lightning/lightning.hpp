@@ -1,0 +1,6 @@
+// The umbrella header: everything a user of lightning needs.
+#pragma once
+
+#include "lightning/attention.hpp"
+#include "lightning/config.hpp"
+#include "lightning/types.hpp"
