@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the test suite with clang under AddressSanitizer + UndefinedBehaviorSanitizer (every ISA
+# configuration, so the scalar and the SIMD paths) and a small ThreadSanitizer configuration, and
+# runs them; any sanitizer report fails the run (-fno-sanitize-recover, halt_on_error).
+# Usage: scripts/sanitize.sh [asan|tsan]...   (default: both)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh clang cmake ninja-build libgtest-dev
+steps=("$@")
+((${#steps[@]})) || steps=(asan tsan)
+common=(-G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLIGHTNING_BUILD_BENCHMARKS=OFF
+        -DLIGHTNING_BUILD_EXAMPLES=OFF -DLIGHTNING_INSTALL=OFF)
+export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+for step in "${steps[@]}"; do
+  case $step in
+    asan)
+      # The whole suite on every configuration (scalar, avx2, ...), sanitised.
+      cmake -S . -B build/asan "${common[@]}" \
+        -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" >/dev/null
+      cmake --build build/asan
+      ctest --test-dir build/asan --output-on-failure -j "$(nproc)" -R '^tests_'
+      ;;
+    tsan)
+      # The concurrency tests (many callers, with and without the library's own threads) on the best path.
+      cmake -S . -B build/tsan "${common[@]}" -DLIGHTNING_TEST_CONFIGS=avx2 \
+        -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" >/dev/null
+      cmake --build build/tsan
+      build/tsan/tests/lightning_tests_avx2 --gtest_filter='*Concurrent*'
+      ;;
+    *) echo "unknown step: $step (asan or tsan)" >&2; exit 2 ;;
+  esac
+done
