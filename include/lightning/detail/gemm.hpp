@@ -12,7 +12,8 @@ namespace lightning::detail {
 enum class Part {
   full,
   lower_c,  ///< only columns j <= last row of each row tile (the causal Q K^T; entries j > i are left to the mask)
-  lower_k,  ///< rows of tile [i0, i0+mr) use only k < i0+mr (the product with a causally masked P)
+  lower_k,  ///< row i uses only k <= i (the product with a causally masked P: a NaN or Inf in a
+            ///< later row of B must not reach row i through a masked zero, 0 * NaN being NaN)
 };
 
 template <Path P>
@@ -21,11 +22,20 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
   using Ker = kernels::Kernels<P>;
   for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {
     const int mr = static_cast<int>(std::min<int64_t>(Ker::MR, M - i0));
-    const int64_t kc = part == Part::lower_k ? std::min(K, i0 + mr) : K;
+    // lower_k: the whole tile over k < i0, then the mr x mr triangle row by row (K >= M here).
+    const int64_t kc = part == Part::lower_k ? std::min(K, i0) : K;
     const int64_t cols = part == Part::lower_c ? std::min(N, i0 + mr) : N;
     for (int64_t j0 = 0; j0 < cols; j0 += Ker::NR) {
       const int nr = static_cast<int>(std::min<int64_t>(Ker::NR, cols - j0));
-      Ker::gemm_tile(mr, nr, kc, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, beta);
+      float* c = C + i0 * ldc + j0;
+      if (part != Part::lower_k) {
+        Ker::gemm_tile(mr, nr, kc, A + i0 * lda, lda, B + j0, ldb, c, ldc, beta);
+        continue;
+      }
+      if (kc > 0) Ker::gemm_tile(mr, nr, kc, A + i0 * lda, lda, B + j0, ldb, c, ldc, beta);
+      for (int r = 0; r < mr; ++r)
+        Ker::gemm_tile(1, nr, r + 1, A + (i0 + r) * lda + i0, lda, B + i0 * ldb + j0, ldb, c + r * ldc, ldc,
+                       kc > 0 ? 1.0f : beta);
     }
   }
 }
