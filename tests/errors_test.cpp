@@ -145,6 +145,25 @@ TEST(Errors, OutputOverlapsInput) {
   EXPECT_NE(s, b.s0);
 }
 
+// Found by the fuzzer (fuzz/corpus/regress-*): under -fsanitize=undefined these overflowed int64 inside
+// the checks before the fix; the release build happened to throw anyway.
+TEST(Errors, SpanEndingAtInt64Max) {
+  Buffers b;
+  auto q = b.qv();
+  q.batch = q.heads = 1, b.q.resize(2 * DK);
+  q.seq = 2, q.seq_stride = std::numeric_limits<int64_t>::max() - (DK - 1);  // the last element is at INT64_MAX
+  expect_rejected(b, [&] { forward(q, b.kv(), b.vv(), b.ov()); }, {"q [", "int64"});
+}
+
+TEST(Errors, ElementCountOverflowsInt64) {
+  Buffers b;
+  const int64_t huge = int64_t{1} << 62;  // batch * heads * seq * dim overflows; zero strides address one row
+  const View<const float> q(b.q.data(), huge, 4, 1, DK, 0, 0, 0), v(b.v.data(), huge, 4, 1, DV, 0, 0, 0);
+  const View<float> o(b.o.data(), huge, 4, 1, DV, 0, 0, 0);
+  expect_rejected(b, [&] { forward(q, q, v, o); }, {"output o", "write some elements twice"});
+  expect_rejected(b, [&] { decode(q, q, v, o, b.s1v()); }, {"output o", "write some elements twice"});
+}
+
 TEST(Errors, Decode) {
   Buffers b;
   std::vector<float> cache(3 * H * DK * DV, 42.0f);

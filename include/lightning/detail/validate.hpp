@@ -52,9 +52,9 @@ Span checked_span(const char* where, const char* name, const View<T>& x) {
       fail(where, describe(name, x), ": strides (", x.batch_stride, ", ", x.head_stride, ", ", x.seq_stride,
            ") address more memory than int64 can count");
   }
-  int64_t lo_bytes = 0, hi_bytes = 0;
-  if (__builtin_mul_overflow(lo, static_cast<int64_t>(sizeof(T)), &lo_bytes) ||
-      __builtin_mul_overflow(hi + 1, static_cast<int64_t>(sizeof(T)), &hi_bytes))
+  int64_t lo_bytes = 0, end = 0, hi_bytes = 0;
+  if (__builtin_mul_overflow(lo, static_cast<int64_t>(sizeof(T)), &lo_bytes) || __builtin_add_overflow(hi, 1, &end) ||
+      __builtin_mul_overflow(end, static_cast<int64_t>(sizeof(T)), &hi_bytes))
     fail(where, describe(name, x), " addresses more bytes than int64 can count");
   const auto base = reinterpret_cast<uintptr_t>(x.data);
   return {base + static_cast<uintptr_t>(lo_bytes), base + static_cast<uintptr_t>(hi_bytes)};
@@ -63,7 +63,7 @@ Span checked_span(const char* where, const char* name, const View<T>& x) {
 /** Outputs must not write one element twice: sorted by stride, each dimension clears the ones inside it. */
 template <class T>
 void check_no_self_overlap(const char* where, const char* name, const View<T>& x) {
-  if (x.elements() == 0) return;
+  if (x.batch == 0 || x.heads == 0 || x.seq == 0 || x.dim == 0) return;  // elements() may overflow: zero strides
   std::pair<int64_t, int64_t> dims[3] = {{std::abs(x.batch_stride), x.batch},
                                          {std::abs(x.head_stride), x.heads},
                                          {std::abs(x.seq_stride), x.seq}};
