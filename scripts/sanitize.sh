@@ -19,14 +19,14 @@ for step in "${steps[@]}"; do
       # The whole suite on every configuration (scalar, avx2, ...), sanitised.
       cmake -S . -B build/asan "${common[@]}" \
         -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" >/dev/null
-      cmake --build build/asan
+      cmake --build build/asan --parallel "$(nproc)"
       ctest --test-dir build/asan --output-on-failure -j "$(nproc)" -R '^tests_'
       ;;
     tsan)
       # The concurrency tests (many callers, with and without the library's own threads) on the best path.
       cmake -S . -B build/tsan "${common[@]}" -DLIGHTNING_TEST_CONFIGS=avx2 \
         -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" >/dev/null
-      cmake --build build/tsan
+      cmake --build build/tsan --parallel "$(nproc)"
       build/tsan/tests/lightning_tests_avx2 --gtest_filter='*Concurrent*'
       ;;
     *) echo "unknown step: $step (asan or tsan)" >&2; exit 2 ;;

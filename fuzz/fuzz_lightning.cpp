@@ -1,0 +1,403 @@
+// libFuzzer harness over the public entry points: the first byte picks one, the rest drive its arguments.
+//
+// Shapes (zero, and huge extents whose products overflow int64), strides (negative, zero,
+// overlapping), slopes (NaN, inf, negative, denormal, up to 1e30), scales, block sizes, thread
+// counts, paths, null data, aliasing, mismatched views and decode slots all come from the input.
+// Calls that are certainly invalid must throw lightning::invalid_argument; every call that throws
+// must leave every buffer as it was; every call that returns must match the double reference
+// (elementwise, relative to the reference on absolute values) and write only inside its outputs.
+// AddressSanitizer catches any access outside the views. Adding an entry point is one function
+// appended to kEntryPoints.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <limits>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "lightning/lightning.hpp"
+#include "lightning/reference/reference.hpp"
+
+namespace {
+
+using lightning::Options;
+using lightning::Path;
+using lightning::View;
+
+[[noreturn]] void bug(const char* what) {
+  std::fprintf(stderr, "lightning fuzz: %s\n", what);
+  std::abort();
+}
+
+/** Reads the fuzz input; past its end every read is 0. */
+struct Bytes {
+  const uint8_t* p;
+  size_t n;
+  uint8_t u8() { return n ? (--n, *p++) : 0; }
+  uint64_t u64() {
+    uint64_t x = 0;
+    for (int i = 0; i < 8; ++i) x = x << 8 | u8();
+    return x;
+  }
+  template <class T, size_t N>
+  T pick(const T (&values)[N]) { return values[u8() % N]; }
+  /** Mostly [0, small]; 1 in 16 a hostile value. */
+  int64_t extent(int64_t small) {
+    static const int64_t hostile[] = {0, -1, -3, int64_t{1} << 31, int64_t{1} << 32, int64_t{1} << 62,
+                                      std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min(),
+                                      3037000500, 5000};
+    const uint8_t b = u8();
+    return b >= 240 ? hostile[b % std::size(hostile)] : b % (small + 1);
+  }
+};
+
+constexpr int64_t kMaxElements = int64_t{1} << 16;  // per buffer, for calls that are not certainly invalid
+using i128 = __int128;
+
+/** a * b, saturated to int64's range (hostile extents would overflow). */
+int64_t mul(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (!__builtin_mul_overflow(a, b, &r)) return r;
+  return (a < 0) == (b < 0) ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+}
+
+/** A view over its own heap buffer, exactly as large as the span the view addresses. */
+struct Tensor {
+  View<float> view;
+  std::vector<float> buf;  // the span [lo, hi] in elements, origin at -lo
+  i128 lo = 0, hi = -1;    // hi < lo: the view addresses nothing
+  bool huge = false;       // the span is too large to allocate: data points at a 1-element dummy
+
+  bool empty() const { return view.batch <= 0 || view.heads <= 0 || view.seq <= 0 || view.dim <= 0; }
+  /** True when the library must reject the view on its own: negative extent or a span int64 bytes cannot count. */
+  bool certainly_invalid() const {
+    if (view.batch < 0 || view.heads < 0 || view.seq < 0 || view.dim < 0) return true;
+    if (empty()) return false;
+    if (view.data == nullptr) return true;
+    const i128 max = std::numeric_limits<int64_t>::max(), min = std::numeric_limits<int64_t>::min();
+    return lo < min / 4 || hi + 1 > max / 4;
+  }
+};
+
+/** Fills a tensor's strides from the input: [B,H,N,D], [B,N,H,D], or free (negative, zero, overlapping, huge). */
+Tensor make(Bytes& in, int64_t b, int64_t h, int64_t n, int64_t d, std::mt19937& rng, const std::vector<float>& specials) {
+  Tensor t;
+  int64_t sb = mul(h, mul(n, d)), sh = mul(n, d), sn = d;
+  switch (in.u8() % 4) {
+    case 1: sb = mul(n, mul(h, d)), sh = d, sn = mul(h, d); break;
+    case 2: {
+      static const int64_t hostile[] = {0, -1, 1, int64_t{1} << 40, -(int64_t{1} << 61), std::numeric_limits<int64_t>::max()};
+      int64_t* s[3] = {&sb, &sh, &sn};
+      for (int64_t* x : s) {
+        const uint8_t c = in.u8();
+        *x = c >= 248 ? hostile[c % std::size(hostile)] : static_cast<int8_t>(in.u8()) * static_cast<int64_t>(1 + c % 8);
+      }
+      break;
+    }
+    default: break;
+  }
+  t.view = View<float>(nullptr, b, h, n, d, sb, sh, sn);
+  if (!t.empty() && b >= 0 && h >= 0 && n >= 0 && d >= 0) {
+    const i128 ext[3] = {b, h, n}, str[3] = {sb, sh, sn};
+    t.lo = 0, t.hi = d - 1;
+    for (int i = 0; i < 3; ++i) {
+      const i128 cap = i128{1} << 100, reach = std::clamp<i128>((ext[i] - 1) * str[i], -cap, cap);
+      (reach < 0 ? t.lo : t.hi) += reach;
+    }
+  }
+  const i128 count = t.hi - t.lo + 1;
+  static float dummy[1];
+  if (count > kMaxElements) {
+    t.huge = true;
+    t.view.data = dummy;
+  } else if (count > 0) {
+    t.buf.resize(static_cast<size_t>(count));
+    std::normal_distribution<float> normal(0.0f, 0.7f);
+    for (float& x : t.buf) x = normal(rng);
+    // A few special values (NaN, inf, 1e15, denormal, 0) at input-chosen places.
+    for (int i = in.u8() % 4; i > 0 && !specials.empty(); --i)
+      t.buf[in.u8() * 257u % t.buf.size()] = specials[in.u8() % specials.size()];
+    t.view.data = t.buf.data() + static_cast<int64_t>(-t.lo);
+  }
+  if (in.u8() == 255) t.view.data = nullptr;  // null data
+  return t;
+}
+
+/** The same view over a copy of the buffer (the state before the call), optionally with |x|. */
+View<const float> copy_of(const Tensor& t, std::vector<float>& storage, bool absolute) {
+  storage = t.buf;
+  if (absolute)
+    for (float& x : storage) x = std::abs(x);
+  View<const float> v = t.view;
+  if (!t.buf.empty()) v.data = storage.data() + static_cast<int64_t>(-t.lo);
+  return v;
+}
+
+/** The element offsets (from the buffer start) a view addresses. */
+std::vector<size_t> addressed(const Tensor& t) {
+  std::vector<size_t> at;
+  if (t.empty() || t.buf.empty()) return at;
+  const auto& v = t.view;
+  for (int64_t b = 0; b < v.batch; ++b)
+    for (int64_t h = 0; h < v.heads; ++h)
+      for (int64_t s = 0; s < v.seq; ++s)
+        for (int64_t d = 0; d < v.dim; ++d)
+          at.push_back(static_cast<size_t>(v.row(b, h, s) + d - t.buf.data()));
+  return at;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+/** x against the reference value and the reference on absolute values: close, or non-finite exactly when it is. */
+void check_value(float x, double ref, double ref_abs) {
+  if (!std::isfinite(ref)) {
+    if (std::isfinite(x)) bug("finite output where the reference is not (NaN/Inf policy)");
+    return;
+  }
+  if (ref_abs > 1e20) return;  // intermediates of the tiled form may leave fp32 (documented limit)
+  if (!std::isfinite(x)) bug("non-finite output where the reference is finite");
+  if (std::abs(x - ref) > 2e-4 * ref_abs + 1e-30) bug("output differs from the reference");
+}
+
+struct Call {
+  Options opt;
+  std::vector<float> slopes;
+  const char* invalid = nullptr;  // why the call is certainly invalid (must throw), or null
+  void reject_if(bool condition, const char* why) {
+    if (condition && !invalid) invalid = why;
+  }
+};
+
+/** Options from the input; marks the call invalid for values the README says are rejected. */
+void read_options(Bytes& in, Call& c, int64_t kv_heads) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  static const float slope_values[] = {0.0f, 1e-6f, 0.05f, 0.3f, 1.0f, 8.0f, 30.0f, 44.0f, 87.3f, 88.0f, 1e30f, 1e-40f, -0.0f,
+                                       nan, -1.0f, inf};
+  static const float scales[] = {1.0f, 0.125f, -2.0f, 1e-30f, 0.0f, 1e-3f, nan, inf};
+  static const int64_t blocks[] = {0, 1, 2, 5, 16, 63, 64, 65, 100, 4096, 4097, -1, std::numeric_limits<int64_t>::max()};
+  static const int threads[] = {1, 2, 0, 3, -1, std::numeric_limits<int>::min()};
+  if (in.u8() % 4 != 0 && kv_heads > 0 && kv_heads <= 64) {
+    for (int64_t h = 0; h < kv_heads; ++h) c.slopes.push_back(in.pick(slope_values));
+    c.opt.slopes = c.slopes.data();
+    for (float s : c.slopes) c.reject_if(!(s >= 0.0f) || std::isinf(s), "slope");
+  }
+  c.opt.scale = in.pick(scales);
+  c.opt.block_size = in.pick(blocks);
+  c.opt.threads = in.pick(threads);
+  c.opt.path = static_cast<Path>(in.u8() % 5);
+  c.reject_if(!std::isfinite(c.opt.scale), "scale");
+  c.reject_if(c.opt.block_size < 0 || c.opt.block_size > 4096, "block_size");
+  c.reject_if(c.opt.threads < 0, "threads");
+  c.reject_if(!lightning::path_compiled(c.opt.path), "path");
+}
+
+/** Sets one extent of one tensor to another value: the views then disagree, so the call is invalid. */
+void maybe_mismatch(Bytes& in, std::vector<Tensor*> ts, Call& c) {
+  if (in.u8() % 8 != 0) return;
+  Tensor& t = *ts[in.u8() % ts.size()];
+  int64_t* e[4] = {&t.view.batch, &t.view.heads, &t.view.seq, &t.view.dim};
+  int64_t& x = *e[in.u8() % 4];
+  const int64_t old = x;
+  x = in.extent(6);
+  c.reject_if(x != old, "mismatched extent");
+  t.huge |= x > old;  // the buffer no longer covers the view: the call must not happen unless it throws
+}
+
+/**
+ * Runs `call`; if it throws, `invalid_argument` only and nothing written. Returns whether it ran
+ * normally. A certainly invalid call that returns is a bug.
+ */
+template <class F>
+bool run(F&& call, const Call& c, const std::vector<const Tensor*>& all) {
+  std::vector<std::vector<float>> before;
+  for (const Tensor* t : all) before.push_back(t->buf);
+  try {
+    call();
+  } catch (const lightning::invalid_argument&) {
+    for (size_t i = 0; i < all.size(); ++i)
+      if (!same_bits(all[i]->buf, before[i])) bug("a rejected call wrote to a buffer");
+    return false;
+  }
+  if (c.invalid) {
+    std::fprintf(stderr, "lightning fuzz: certainly invalid: %s\n", c.invalid);
+    bug("an invalid call was accepted");
+  }
+  return true;
+}
+
+/** Whether anything other than `outputs`' addressed elements changed. */
+void check_only_outputs_written(const std::vector<const Tensor*>& inputs, const std::vector<std::vector<float>>& before_in,
+                                const Tensor& out, const std::vector<float>& before_out) {
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (!same_bits(inputs[i]->buf, before_in[i])) bug("an input was written");
+  std::vector<float> masked = out.buf, masked_before = before_out;
+  for (size_t at : addressed(out)) masked[at] = masked_before[at] = 0.0f;
+  if (!same_bits(masked, masked_before)) bug("an output was written outside its view");
+}
+
+std::vector<float> specials_from(Bytes& in) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  static const float values[] = {nan, inf, -inf, 1e15f, -1e15f, 1e-40f, 0.0f, -0.0f};
+  std::vector<float> s;
+  for (int i = in.u8() % 3; i > 0; --i) s.push_back(in.pick(values));
+  return s;
+}
+
+bool too_much_work(int64_t B, int64_t H, int64_t n, int64_t dk, int64_t dv) {
+  return i128{B} * H > 64 || n > 600 || dk > 128 || dv > 128 || i128{B} * H * (n * n + n) * (dk + dv) > 4'000'000;
+}
+
+void fuzz_forward(Bytes& in) {
+  std::mt19937 rng(static_cast<uint32_t>(in.u64()));
+  const auto specials = specials_from(in);
+  const int64_t B = in.extent(3), G = in.extent(3), n = in.extent(300), dk = in.extent(40), dv = in.extent(40);
+  const int64_t group = in.u8() % 8 == 0 ? in.extent(3) : 1 + in.u8() % 3;
+  const int64_t H = mul(G, group);
+  Call c;
+  Tensor q = make(in, B, H, n, dk, rng, specials), k = make(in, B, G, n, dk, rng, specials),
+         v = make(in, B, G, n, dv, rng, specials), o = make(in, B, H, n, dv, rng, {});
+  const uint8_t states = in.u8() % 4;  // 0 none, 1 in, 2 out, 3 in and out (the same view if a bit says so)
+  Tensor s_in = states & 1 ? make(in, B, G, dk, dv, rng, specials) : Tensor{};
+  Tensor s_out = states & 2 ? make(in, B, G, dk, dv, rng, {}) : Tensor{};
+  const bool in_place = states == 3 && in.u8() % 2 == 0;
+  read_options(in, c, G);
+  maybe_mismatch(in, {&q, &k, &v, &o, states & 1 ? &s_in : &q, states & 2 ? &s_out : &o}, c);
+
+  const std::vector<Tensor*> views = {&q, &k, &v, &o, &s_in, &s_out};
+  bool huge = false;
+  for (const Tensor* t : views) c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
+  c.reject_if(dk < 1 || dv < 1, "dims");
+  c.reject_if(G < 1 || (H >= 0 && H % G != 0), "heads");
+  if (!c.invalid && (huge || too_much_work(B, H, n, dk, dv))) return;  // cannot be run safely, and may be valid
+
+  View<const float> sin_view = s_in.view;
+  View<float> sout_view = s_out.view;
+  if (in_place) sout_view = View<float>(const_cast<float*>(sin_view.data), sin_view.batch, sin_view.heads, sin_view.seq,
+                                        sin_view.dim, sin_view.batch_stride, sin_view.head_stride, sin_view.seq_stride);
+  std::vector<float> qs, ks, vs, ss, qa, ka, va, sa;
+  const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false),
+             s0 = copy_of(s_in, ss, false);
+  const std::vector<std::vector<float>> before_in = {q.buf, k.buf, v.buf};
+  const std::vector<float> before_o = o.buf, before_s = s_out.buf;
+  const bool ran = run([&] { lightning::forward<float>(q.view, k.view, v.view, o.view, c.opt, sin_view, sout_view); },
+                       c, {&q, &k, &v, &o, &s_in, &s_out});
+  if (!ran || H == 0 || B == 0) return;
+
+  check_only_outputs_written({&q, &k, &v}, before_in, o, before_o);
+  if (!in_place && states & 2) check_only_outputs_written({&s_in}, {ss}, s_out, before_s);
+  const auto ref = lightning::reference::quadratic(q0, k0, v0, c.opt.slopes, c.opt.scale, s0);
+  const auto ref_abs = lightning::reference::quadratic(copy_of(q, qa, true), copy_of(k, ka, true), copy_of(v, va, true),
+                                                       c.opt.slopes, std::abs(c.opt.scale), copy_of(s_in, sa, true));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t j = 0; j < dv; ++j) {
+          const size_t at = static_cast<size_t>(((b * H + h) * n + t) * dv + j);
+          check_value(o.view.row(b, h, t)[j], ref.o[at], ref_abs.o[at]);
+        }
+  if (states & 2)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t i = 0; i < dk; ++i)
+          for (int64_t j = 0; j < dv; ++j) {
+            const size_t at = static_cast<size_t>(((b * G + g) * dk + i) * dv + j);
+            check_value(sout_view.row(b, g, i)[j], ref.state[at], ref_abs.state[at]);
+          }
+}
+
+void fuzz_decode(Bytes& in) {
+  std::mt19937 rng(static_cast<uint32_t>(in.u64()));
+  const auto specials = specials_from(in);
+  const int64_t B = in.extent(6), G = in.extent(3), dk = in.extent(40), dv = in.extent(40);
+  const int64_t H = mul(G, 1 + in.u8() % 3);
+  const int64_t n = in.u8() % 16 == 0 ? in.extent(3) : 1;
+  const bool use_slots = in.u8() % 2;
+  const int64_t cache = use_slots ? in.extent(8) : B;
+  Call c;
+  Tensor q = make(in, B, H, n, dk, rng, specials), k = make(in, B, G, n, dk, rng, specials),
+         v = make(in, B, G, n, dv, rng, specials), o = make(in, B, H, n, dv, rng, {});
+  Tensor st = make(in, cache, G, dk, dv, rng, specials);
+  std::vector<int64_t> slots;
+  if (use_slots && B >= 0 && B <= 64) {
+    std::set<int64_t> used;
+    for (int64_t b = 0; b < B; ++b) {
+      const uint8_t x = in.u8();
+      const int64_t s = x >= 250 ? std::numeric_limits<int64_t>::min() : static_cast<int64_t>(x % 12) - 2;
+      slots.push_back(s);
+      c.reject_if(s >= cache, "slot out of range");
+      c.reject_if(s >= 0 && !used.insert(s).second, "shared slot");
+    }
+  } else if (use_slots) {
+    return;  // a batch too large for a slot list: nothing to read the slots from
+  }
+  read_options(in, c, G);
+  maybe_mismatch(in, {&q, &k, &v, &o, use_slots ? &q : &st}, c);  // with slots, any cache size matches
+  bool huge = false;
+  for (const Tensor* t : {&q, &k, &v, &o, &st}) c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
+  c.reject_if(dk < 1 || dv < 1, "dims");
+  c.reject_if(G < 1, "heads");
+  c.reject_if(q.view.seq != 1, "decode seq");
+  if (!c.invalid && (huge || too_much_work(B, H, 1, dk, dv))) return;
+
+  std::vector<float> qs, ks, vs, ss, qa, ka, va, sa;
+  const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false), s0 = copy_of(st, ss, false);
+  const auto qa0 = copy_of(q, qa, true), ka0 = copy_of(k, ka, true), va0 = copy_of(v, va, true), sa0 = copy_of(st, sa, true);
+  const std::vector<std::vector<float>> before_in = {q.buf, k.buf, v.buf};
+  const std::vector<float> before_o = o.buf, before_s = st.buf;
+  const bool ran = run([&] { lightning::decode<float>(q.view, k.view, v.view, o.view, st.view, c.opt,
+                                               use_slots ? slots.data() : nullptr); },
+                       c, {&q, &k, &v, &o, &st});
+  if (!ran) return;
+  check_only_outputs_written({&q, &k, &v}, before_in, o, before_o);
+  // Sequence by sequence: the one-token recurrence from the slot's state; padding is neither read nor written.
+  const auto one = [](View<const float> x, int64_t b) { return View<const float>(x.row(b, 0, 0), 1, x.heads, 1, x.dim, 0, x.head_stride, x.seq_stride); };
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t slot = use_slots ? slots[static_cast<size_t>(b)] : b;
+    if (slot < 0) {
+      for (int64_t h = 0; h < H; ++h)
+        if (std::memcmp(o.view.row(b, h, 0), before_o.data() + (o.view.row(b, h, 0) - o.buf.data()), sizeof(float) * dv))
+          bug("decode wrote the output of a padded sequence");
+      continue;
+    }
+    const auto ref = lightning::reference::recurrence(one(q0, b), one(k0, b), one(v0, b), c.opt.slopes, c.opt.scale, one(s0, slot));
+    const auto ref_abs = lightning::reference::recurrence(one(qa0, b), one(ka0, b), one(va0, b), c.opt.slopes,
+                                                          std::abs(c.opt.scale), one(sa0, slot));
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t j = 0; j < dv; ++j)
+        check_value(o.view.row(b, h, 0)[j], ref.o[static_cast<size_t>(h * dv + j)], ref_abs.o[static_cast<size_t>(h * dv + j)]);
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t i = 0; i < dk; ++i)
+        for (int64_t j = 0; j < dv; ++j) {
+          const size_t at = static_cast<size_t>((g * dk + i) * dv + j);
+          check_value(st.view.row(slot, g, i)[j], ref.state[at], ref_abs.state[at]);
+        }
+  }
+  // Cache slots no sequence uses keep their bits.
+  std::set<int64_t> touched;
+  for (int64_t b = 0; b < B; ++b) touched.insert(use_slots ? slots[static_cast<size_t>(b)] : b);
+  for (int64_t s = 0; s < cache; ++s)
+    if (!touched.count(s))
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t i = 0; i < dk; ++i)
+          if (std::memcmp(st.view.row(s, g, i), before_s.data() + (st.view.row(s, g, i) - st.buf.data()), sizeof(float) * dv))
+            bug("decode wrote an unused cache slot");
+}
+
+// One function per public entry point; the first input byte picks it.
+void (*const kEntryPoints[])(Bytes&) = {fuzz_forward, fuzz_decode};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  Bytes in{data + 1, size - 1};
+  kEntryPoints[data[0] % std::size(kEntryPoints)](in);
+  return 0;
+}
