@@ -21,6 +21,9 @@ namespace {
 /** The bound at n = 1,048,576: SPEC.md states 1e-5 for n <= 64K; it holds 16 times further. */
 constexpr double kMillionTokenTolerance = 1e-5;
 
+/** The bound for 2^16 decode steps (the fp32 state rounds S - (1 - lambda) S at every step). */
+constexpr double kLongDecodeTolerance = 5e-5;
+
 /** Counts fp32 subnormals (denormals) in `x`. */
 int subnormals(const std::vector<float>& x) {
   int count = 0;
@@ -82,6 +85,26 @@ TEST_P(Limits, MillionTokens) {
       EXPECT_LE(err_o, kMillionTokenTolerance) << "slope " << slope << (positive ? " positive" : " zero-mean");
       EXPECT_LE(err_s, kMillionTokenTolerance) << "slope " << slope << (positive ? " positive" : " zero-mean");
     }
+  }
+}
+
+// 2^16 decode steps, one token at a time through an fp32 state, against the double recurrence. The
+// state has no room for a compensation term, so slow decay keeps some rounding error (README).
+TEST_P(Limits, LongDecode) {
+  const int64_t n = int64_t{1} << 16, d = 8;
+  const float sd = static_cast<float>(std::pow(static_cast<double>(n), -0.25));
+  const auto q = randn(n * d, 1.0f / std::sqrt(static_cast<float>(d)), 71), k = randn(n * d, sd, 72), v = randn(n * d, sd, 73);
+  for (float slope : {0.0f, 1e-6f, 1e-4f, 0.05f}) {
+    std::vector<float> o(static_cast<size_t>(n * d)), s(static_cast<size_t>(d * d));
+    for (int64_t t = 0; t < n; ++t)
+      decode(bhnd(q.data() + t * d, 1, 1, 1, d), bhnd(k.data() + t * d, 1, 1, 1, d), bhnd(v.data() + t * d, 1, 1, 1, d),
+             bhnd(o.data() + t * d, 1, 1, 1, d), state_view(s.data(), 1, 1, d, d), options(&slope));
+    const auto ref = reference::recurrence(bhnd(q.data(), 1, 1, n, d), bhnd(k.data(), 1, 1, n, d),
+                                           bhnd(v.data(), 1, 1, n, d), &slope, 1.0);
+    const double err = rel_rms(o, ref.o);
+    std::printf("[ limits   ] %s decode %lld steps slope=%g: rel RMS o %.3g\n", path_name(GetParam()),
+                static_cast<long long>(n), slope, err);
+    EXPECT_LE(err, kLongDecodeTolerance) << "slope " << slope;
   }
 }
 
