@@ -28,7 +28,8 @@ inline constexpr double kMaxDecayExponent = 44.0;
 
 /**
  * pow[t] = lambda^t for t in [0, block], from exp(-slope t) in double: only non-negative powers,
- * values below exp(-kMaxDecayExponent) flushed to 0 so that strong decay never meets denormal arithmetic. pow_lo[t] = lambda^t - pow[t], the part fp32 rounds off.
+ * those below exp(-kMaxDecayExponent) flushed to 0 so that strong decay never meets denormal
+ * arithmetic. pow_lo[t] = lambda^t - pow[t], the part fp32 rounds off.
  */
 struct DecayTable {
   std::vector<float> pow, pow_lo;
@@ -131,7 +132,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w) 
       }
     }
     // S <- lambda^m S + (decayed K)^T V. With slow decay the rounding error of float(lambda^m) would
-    // add up coherently over the 1/(1 - lambda^m) blocks S remembers (3e-4 at n = 2^20, slope 1e-6):
+    // add up coherently over the 1/(1 - lambda^m) blocks S remembers (3e-4 in lambda^n at n = 2^20, slope 1e-6):
     // then the state is S + C, C below S's last bit taking the remainder lambda^m - float(lambda^m)
     // and handing S what fits (Fast2Sum). Faster decay forgets the error within 16 blocks.
     const float hi = pw[m], lo = w.decay.pow_lo[m];
