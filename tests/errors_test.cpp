@@ -176,7 +176,7 @@ TEST(Errors, Decode) {
       {"slots[1] = 3", "3 slots"});
   expect_rejected(
       b, [&] { decode(one(b.q, DK), one(b.k, DK), one(b.v, DV), o1, state_view(cache.data(), 3, H, DK, DV), {}, shared); },
-      {"share cache slot 1"});
+      {"slots[0] and slots[1]", "share cache slot 1"});
   for (float x : cache) EXPECT_EQ(x, 42.0f);
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "lightning/detail/tiled.hpp"
@@ -115,15 +116,17 @@ void decode(View<const T> q, View<const T> k, View<const T> v, View<T> o, View<f
   for (int i = 0; i < 3; ++i) detail::check_disjoint(where, "states", s, names[i], inputs[i]);
   detail::check_disjoint(where, "states", s, "o", out);
   if (slots) {
-    std::vector<int64_t> used;
+    std::vector<std::pair<int64_t, int64_t>> used;  // (slot, sequence)
     for (int64_t b = 0; b < q.batch; ++b) {
       if (slots[b] >= states.batch)
         detail::fail(where, "slots[", b, "] = ", slots[b], " is out of range for a cache of ", states.batch, " slots");
-      if (slots[b] >= 0) used.push_back(slots[b]);
+      if (slots[b] >= 0) used.emplace_back(slots[b], b);
     }
     std::sort(used.begin(), used.end());
-    const auto dup = std::adjacent_find(used.begin(), used.end());
-    if (dup != used.end()) detail::fail(where, "two sequences share cache slot ", *dup);
+    const auto dup = std::adjacent_find(used.begin(), used.end(), [](auto& x, auto& y) { return x.first == y.first; });
+    if (dup != used.end())
+      detail::fail(where, "slots[", dup->second, "] and slots[", (dup + 1)->second, "]: two sequences share cache slot ",
+                   dup->first);
   }
   const detail::DecodeArgs<T> args{q, k, v, o, states, slots, options.slopes, options.scale};
   detail::with_path(options.path, [&](auto path) { detail::decode_all<decltype(path)::value>(args, options.threads); });
