@@ -61,7 +61,7 @@ struct fp16 {
       const float m = static_cast<float>(mant) * 5.9604644775390625e-8f;
       return detail::bits_float(sign | detail::float_bits(m));
     }
-    if (exp == 31) return detail::bits_float(sign | 0x7f800000u | (mant << 13));
+    if (exp == 31) return detail::bits_float(sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0));  // NaN: quiet
     return detail::bits_float(sign | ((exp + 112) << 23) | (mant << 13));  // rebias 15 -> 127
   }
   static fp16 from_bits(uint16_t b) {
