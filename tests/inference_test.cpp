@@ -521,3 +521,21 @@ TEST(StorageTypes, Avx512Bf16ConversionMatches) {
 
 }  // namespace
 }  // namespace lightning::test
+
+namespace lightning::test {
+namespace {
+
+TEST(MinimaxSlopes, LayerFactorAndErrors) {
+  // Layer 0 keeps the base slopes (times 1 + 1e-5); the last layer keeps only the 1e-5.
+  const auto base = minimax_base_slopes(8), first = minimax_slopes(8, 0, 4), last = minimax_slopes(8, 3, 4);
+  for (size_t h = 0; h < base.size(); ++h) {
+    EXPECT_EQ(first[h], base[h] * static_cast<float>(1.0 + 1e-5));
+    EXPECT_EQ(last[h], base[h] * static_cast<float>(1e-5));
+  }
+  expect_rejected([] { minimax_slopes(8, 0, 1); }, {"num_layers must be >= 2", "got 1"});
+  expect_rejected([] { minimax_slopes(8, 4, 4); }, {"layer = 4", "[0, 4)"});
+  expect_rejected([] { minimax_base_slopes(0); }, {"heads", "got 0"});
+}
+
+}  // namespace
+}  // namespace lightning::test
