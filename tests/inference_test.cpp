@@ -82,7 +82,13 @@ struct Packed {
   static View<X> tokens(X* p, int64_t heads, int64_t t0, int64_t len, int64_t d) {
     return View<X>(p + t0 * heads * d, 1, heads, len, d, len * heads * d, d, heads * d);
   }
-  View<const float> state(int64_t i) const { return state_view(s0.data() + i * G * dk * dv, 1, G, dk, dv); }
+  bool initial_state = true;
+  View<const float> state(int64_t i) const {
+    return initial_state ? state_view(s0.data() + i * G * dk * dv, 1, G, dk, dv) : View<const float>();
+  }
+  View<const float> states() const {
+    return initial_state ? state_view(s0.data(), S, G, dk, dv) : View<const float>();
+  }
 };
 
 /** The double reference of a packed batch, each sequence alone, on the same (rounded) inputs. */
@@ -119,8 +125,9 @@ Options options_for(Path path, int64_t block) {
  */
 template <class T>
 double check_varlen(Path path, int64_t H, int64_t G, int64_t dk, int64_t dv, const std::vector<int64_t>& lengths,
-                    int64_t block, int threads = 1) {
-  const Packed<T> p(H, G, dk, dv, lengths, 3);
+                    int64_t block, int threads = 1, bool initial_state = true) {
+  Packed<T> p(H, G, dk, dv, lengths, 3);
+  p.initial_state = initial_state;
   const T sentinel = detail::from_float<T>(42.0f);
   std::vector<T> o(static_cast<size_t>(p.N * H * dv), sentinel), o_loop(o.size(), sentinel);
   std::vector<float> s1(p.s0.size(), -7.0f), s_loop(p.s0.size(), -7.0f);
@@ -128,7 +135,7 @@ double check_varlen(Path path, int64_t H, int64_t G, int64_t dk, int64_t dv, con
   options.threads = threads;
   forward_varlen(Packed<T>::tokens(p.q.data(), H, 0, p.N, dk), Packed<T>::tokens(p.k.data(), G, 0, p.N, dk),
                  Packed<T>::tokens(p.v.data(), G, 0, p.N, dv), Packed<T>::tokens(o.data(), H, 0, p.N, dv),
-                 p.offsets.data(), p.S, options, state_view(p.s0.data(), p.S, G, dk, dv),
+                 p.offsets.data(), p.S, options, p.states(),
                  state_view(s1.data(), p.S, G, dk, dv));
   for (int64_t i = 0; i < p.S; ++i) {
     const int64_t t0 = p.offsets[i], len = p.offsets[i + 1] - t0;
@@ -166,6 +173,7 @@ TEST_P(Varlen, EqualsSequenceBySequence) {
 TEST_P(Varlen, GroupedHeadsOddDimsAndThreads) {
   check_varlen<float>(GetParam(), 6, 2, 5, 7, {7, 0, 40, 1, 19}, 8);
   check_varlen<float>(GetParam(), 4, 1, 16, 16, {64, 65, 1, 0, 3}, 32, 0);
+  check_varlen<float>(GetParam(), 2, 2, 8, 8, {0, 30, 1, 9}, 8, 1, /*initial_state=*/false);
 }
 
 TEST_P(Varlen, NoSequences) {
