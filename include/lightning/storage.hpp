@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace lightning {
 
@@ -84,5 +85,8 @@ struct fp16 {
     return static_cast<uint16_t>(sign | rounded);
   }
 };
+
+static_assert(sizeof(bf16) == 2 && std::is_trivially_copyable_v<bf16>, "bf16 is 16 bits of storage");
+static_assert(sizeof(fp16) == 2 && std::is_trivially_copyable_v<fp16>, "fp16 is 16 bits of storage");
 
 }  // namespace lightning

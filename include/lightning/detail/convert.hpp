@@ -70,7 +70,7 @@ namespace simd {
 // inputs below 2^-126 in magnitude give a signed zero here.
 inline void store16_avx512bf16(const float* x, bf16* y) {
   const __m256bh r = _mm512_cvtneps_pbh(_mm512_loadu_ps(x));
-  std::memcpy(y, &r, sizeof r);
+  std::memcpy(static_cast<void*>(y), &r, sizeof r);
 }
 }  // namespace simd
 #endif
