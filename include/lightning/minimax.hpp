@@ -30,7 +30,7 @@ inline void alibi_slopes(int64_t n, std::vector<double>& out) {
 /**
  * The ALiBi base slopes MiniMax-Text-01 stores for `heads` heads (float32): for a power of two H,
  * 2^(-8(i+1)/H); otherwise the slopes of the largest power of two P below H followed by every
- * other slope of 2P. Throws lightning::invalid_argument when heads < 1.
+ * other slope of 2P. Throws lightning::invalid_argument unless 1 <= heads <= 2^30.
  */
 inline std::vector<float> minimax_base_slopes(int64_t heads) {
   if (heads < 1 || heads > (int64_t{1} << 30))
