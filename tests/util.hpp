@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -39,6 +40,18 @@ double rel_rms(const X& x, const R& ref) {
 
 /** SPEC.md's bound for fp32 paths with outputs of order 1 and n <= 64K. */
 inline constexpr double kFp32Tolerance = 1e-5;
+
+/** Runs `call`, expects lightning::invalid_argument with every fragment in its message. */
+template <class Call>
+void expect_invalid_argument(Call call, std::initializer_list<const char*> fragments) {
+  try {
+    call();
+    ADD_FAILURE() << "no exception";
+  } catch (const lightning::invalid_argument& e) {
+    const std::string msg = e.what();
+    for (const char* f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
+  }
+}
 
 /** Value-parameterised suites run once per compiled path. */
 inline std::string path_param_name(const ::testing::TestParamInfo<Path>& info) { return path_name(info.param); }

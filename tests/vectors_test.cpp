@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -124,7 +125,11 @@ TEST_P(SharedVectors, ForwardMatchesMiniMax) {
     }
 }
 
+// The prefill in one forward, then again in pieces with the state carried in place (chunked
+// prefill); decode steps continue either.
 TEST_P(SharedVectors, DecodeContinuesThePrefill) {
+  for (const std::vector<int64_t>& pieces : {std::vector<int64_t>{260}, std::vector<int64_t>{1, 100, 0, 64, 95}}) {
+  SCOPED_TRACE(pieces.size() == 1 ? "one forward" : "chunked prefill");
   const Vectors c("decode_prefill260_plus5");
   const int64_t B = c.B, H = c.H, dk = c.dk, dv = c.dv, steps = c.steps;
   ASSERT_EQ(steps, 5);
@@ -136,8 +141,19 @@ TEST_P(SharedVectors, DecodeContinuesThePrefill) {
   Options opt;
   opt.slopes = c.slopes.data();
   opt.path = GetParam();
-  forward(bhnd(c.q.data(), B, H, c.n, dk), bhnd(c.k.data(), B, H, c.n, dk), bhnd(c.v.data(), B, H, c.n, dv),
-          bhnd(o.data(), B, H, c.n, dv), opt, {}, state_view(state.data(), B, H, dk, dv));
+  const auto piece = [&](auto* x, int64_t t0, int64_t len, int64_t d) {  // tokens [t0, t0 + len) of [B, H, n, d]
+    return View<std::remove_pointer_t<decltype(x)>>(x + t0 * d, B, H, len, d, H * c.n * d, c.n * d, d);
+  };
+  int64_t t0 = 0;
+  for (int64_t len : pieces) {
+    const auto s = state_view(state.data(), B, H, dk, dv);
+    forward(piece(c.q.data(), t0, len, dk), piece(c.k.data(), t0, len, dk), piece(c.v.data(), t0, len, dv),
+            piece(o.data(), t0, len, dv), opt, t0 == 0 ? View<const float>() : View<const float>(s), s);
+    t0 += len;
+  }
+  ASSERT_EQ(t0, c.n);
+  EXPECT_LE(normalised_error(o, c.o), 1e-4);
+  EXPECT_LE(worst_row_ratio(o, c.o, c.o_scale, dv), 1.0);
   std::vector<float> o_step(static_cast<size_t>(B * H * steps * dv));
   const auto step_view = [&](const float* p, int64_t t, int64_t d) {  // token t of [B, H, steps, d]
     return View<const float>(p + t * d, B, H, 1, d, H * steps * d, steps * d, d);
@@ -150,9 +166,50 @@ TEST_P(SharedVectors, DecodeContinuesThePrefill) {
     EXPECT_LE(normalised_error(state, expected), 1e-4) << "step " << t;
   }
   EXPECT_LE(normalised_error(o_step, od), 1e-4);
+  std::printf("[vectors] %-8s decode after %zu prefill piece(s): normalised o %.2e, decode o %.2e state %.2e\n",
+              path_name(GetParam()), pieces.size(), normalised_error(o, c.o), normalised_error(o_step, od),
+              normalised_error(state, std::vector<float>(sd.end() - B * H * dk * dv, sd.end())));
+  }
 }
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(SharedVectors);
+
+/** The float32 base slopes meta.json lists for `heads` heads. */
+std::vector<float> listed_base_slopes(const std::string& meta, int64_t heads) {
+  const auto table = meta.find("\"base_slopes_float32\"");
+  const auto at = meta.find("\"" + std::to_string(heads) + "\": [", table);
+  if (table == std::string::npos || at == std::string::npos) throw std::runtime_error("no base slopes listed");
+  std::istringstream s(meta.substr(meta.find('[', at) + 1));
+  std::vector<float> slopes;
+  for (double x; slopes.size() < static_cast<size_t>(heads) && s >> x; s.ignore(1)) slopes.push_back(static_cast<float>(x));
+  return slopes;
+}
+
+uint32_t bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+// Bit for bit: MiniMax's stored base slopes for every listed head count (powers of two and not),
+// and the effective slopes of all 80 layers of MiniMax-Text-01's 64 heads.
+TEST(SlopesTable, MatchesMiniMaxBitForBit) {
+  const std::string meta = slurp(kDir + "/slopes_table/meta.json");
+  for (int64_t heads : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 20, 24, 32, 40, 48, 56, 64, 96, 128}) {
+    const auto expected = listed_base_slopes(meta, heads), got = minimax_base_slopes(heads);
+    ASSERT_EQ(expected.size(), static_cast<size_t>(heads));
+    ASSERT_EQ(got.size(), expected.size());
+    for (int64_t h = 0; h < heads; ++h) EXPECT_EQ(bits(got[h]), bits(expected[h])) << heads << " heads, head " << h;
+  }
+  const int64_t L = 80, H = 64;
+  const auto table = load(kDir + "/slopes_table/minimax_text01_slopes_80x64.bin", L * H);
+  int64_t mismatches = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    const auto got = minimax_slopes(H, l, L);
+    for (int64_t h = 0; h < H; ++h) mismatches += bits(got[h]) != bits(table[l * H + h]);
+  }
+  EXPECT_EQ(mismatches, 0);
+}
 
 }  // namespace
 }  // namespace lightning::test

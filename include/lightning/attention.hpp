@@ -45,6 +45,35 @@ void check_qkvo(const char* where, const View<const T>& q, const View<const T>& 
   for (int i = 0; i < 3; ++i) check_disjoint(where, "o", out, names[i], inputs[static_cast<size_t>(i)]);
 }
 
+/**
+ * Checks the optional fp32 state_in and state_out against the expected [count, G, d_k, d_v] and
+ * against the spans of q, k, v (`inputs`) and o (`out`); they may only share memory as the very
+ * same view (a state carried in place).
+ */
+inline void check_states(const char* where, const View<const float>& state_in, const View<float>& state_out,
+                         int64_t count, int64_t kv_heads, int64_t dk, int64_t dv, const std::vector<Span>& inputs,
+                         const Span& out) {
+  const Span s_in = checked_span(where, "state_in", state_in);
+  const Span s_out = checked_span(where, "state_out", state_out);
+  if (!state_in.absent()) require_shape(where, "state_in", state_in, count, kv_heads, dk, dv);
+  if (!state_out.absent()) {
+    require_shape(where, "state_out", state_out, count, kv_heads, dk, dv);
+    check_no_self_overlap(where, "state_out", state_out);
+    const char* names[3] = {"q", "k", "v"};
+    for (int i = 0; i < 3; ++i) check_disjoint(where, "state_out", s_out, names[i], inputs[static_cast<size_t>(i)]);
+    check_disjoint(where, "state_out", s_out, "o", out);
+    const bool same = state_in.data == state_out.data && state_in.batch_stride == state_out.batch_stride &&
+                      state_in.head_stride == state_out.head_stride && state_in.seq_stride == state_out.seq_stride;
+    if (!same) check_disjoint(where, "state_out", s_out, "state_in (unless it is the very same view)", s_in);
+  }
+  check_disjoint(where, "o", out, "state_in", s_in);
+}
+
+/** The block size a call with `options` runs with. */
+inline int64_t block_for(const Options& options, int64_t dk, int64_t dv) {
+  return options.block_size ? options.block_size : default_block_size(dk, dv, options.path);
+}
+
 }  // namespace detail
 
 /**
@@ -64,23 +93,9 @@ void forward(View<const T> q, View<const T> k, View<const T> v, View<T> o, const
   detail::Span out;
   detail::check_qkvo(where, q, k, v, o, inputs, out);
   detail::check_options(where, options, k.heads);
-  const detail::Span s_in = detail::checked_span(where, "state_in", state_in);
-  const detail::Span s_out = detail::checked_span(where, "state_out", state_out);
-  if (!state_in.absent()) detail::require_shape(where, "state_in", state_in, q.batch, k.heads, q.dim, v.dim);
-  if (!state_out.absent()) {
-    detail::require_shape(where, "state_out", state_out, q.batch, k.heads, q.dim, v.dim);
-    detail::check_no_self_overlap(where, "state_out", state_out);
-    const char* names[3] = {"q", "k", "v"};
-    for (int i = 0; i < 3; ++i) detail::check_disjoint(where, "state_out", s_out, names[i], inputs[i]);
-    detail::check_disjoint(where, "state_out", s_out, "o", out);
-    const bool same = state_in.data == state_out.data && state_in.batch_stride == state_out.batch_stride &&
-                      state_in.head_stride == state_out.head_stride && state_in.seq_stride == state_out.seq_stride;
-    if (!same) detail::check_disjoint(where, "state_out", s_out, "state_in (unless it is the very same view)", s_in);
-  }
-  detail::check_disjoint(where, "o", out, "state_in", s_in);
-  const int64_t block = options.block_size ? options.block_size
-                                           : detail::default_block_size(q.dim, v.dim, options.path);
-  const detail::ForwardArgs<T> args{q, k, v, o, state_in, state_out, options.slopes, options.scale, block};
+  detail::check_states(where, state_in, state_out, q.batch, k.heads, q.dim, v.dim, inputs, out);
+  const detail::ForwardArgs<T> args{q, k, v, o, state_in, state_out, options.slopes, options.scale,
+                                    detail::block_for(options, q.dim, v.dim)};
   detail::with_path(options.path, [&](auto path) { detail::forward_all<decltype(path)::value>(args, options.threads); });
 }
 

@@ -14,6 +14,20 @@
 // The AVX-512 micro-kernels are not written yet: the path stays off until they are.
 #define LIGHTNING_HAVE_AVX512 0
 
+// Half-precision storage conversions: F16C (fp16 <-> fp32, 8 lanes) used by the AVX2 path, and
+// AVX-512 BF16 (fp32 -> bf16 with round-to-nearest-even) used by the AVX-512 path.
+#if !defined(LIGHTNING_FORCE_SCALAR) && defined(__F16C__) && LIGHTNING_HAVE_AVX2
+#define LIGHTNING_HAVE_F16C 1
+#else
+#define LIGHTNING_HAVE_F16C 0
+#endif
+#if !defined(LIGHTNING_FORCE_SCALAR) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && \
+    defined(__AVX512BF16__)
+#define LIGHTNING_HAVE_AVX512BF16 1
+#else
+#define LIGHTNING_HAVE_AVX512BF16 0
+#endif
+
 namespace lightning {
 
 /** An implementation of the kernels. `scalar` is the one path that is always compiled. */

@@ -3,4 +3,7 @@
 
 #include "lightning/attention.hpp"
 #include "lightning/config.hpp"
+#include "lightning/minimax.hpp"
+#include "lightning/storage.hpp"
 #include "lightning/types.hpp"
+#include "lightning/varlen.hpp"

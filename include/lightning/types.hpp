@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "lightning/config.hpp"
+#include "lightning/storage.hpp"
 
 namespace lightning {
 

@@ -48,9 +48,10 @@ struct DecayTable {
 /** One worker's scratch, sized once per call: nothing here grows with the sequence length. */
 struct Workspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the block x block and d_k x block buffers
-  std::vector<float> q, kt, kdt, v, p, o, s, carry;
+  std::vector<float> q, kt, kdt, v, p, o, s, carry, row;  // row: one k row converted from 16-bit storage
   DecayTable decay;
   Workspace(int64_t block_, int64_t dk, int64_t dv) : block(block_), ldp((block_ + 15) / 16 * 16) {
+    row.resize(static_cast<size_t>(dk));
     q.resize(static_cast<size_t>(block * dk));
     kt.resize(static_cast<size_t>(dk * ldp));
     kdt.resize(static_cast<size_t>(dk * ldp));
@@ -75,14 +76,17 @@ struct ForwardArgs {
 };
 
 /**
- * The forward for batch b, k/v head g and the q heads of its group, block by block:
+ * The forward for batch b, k/v head g and the q heads of its group over tokens [t_begin, t_end),
+ * with states state_in/out[sb] (sb = b for forward; the sequence for a packed varlen batch), block
+ * by block:
  *   O  = lambda^{i+1} (c Q) S + mask(c Q K^T) V         (inter, then intra)
  *   S <- lambda^m S + (lambda^{m-1-j} K)^T V            (state)
  */
 template <Path P, class T>
-void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w) {
+void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, int64_t t_begin, int64_t t_end,
+                   int64_t sb) {
   using Ker = kernels::Kernels<P>;
-  const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp;
+  const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp;
   w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.block);
   const float* pw = w.decay.pow.data();
   float* S = w.s.data();
@@ -90,27 +94,26 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w) 
   std::fill(w.carry.begin(), w.carry.end(), 0.0f);
   bool s_zero = a.state_in.absent();
   if (!s_zero)
-    for (int64_t i = 0; i < dk; ++i) std::copy_n(a.state_in.row(b, g, i), dv, S + i * dv);
+    for (int64_t i = 0; i < dk; ++i) std::copy_n(a.state_in.row(sb, g, i), dv, S + i * dv);
 
-  for (int64_t t0 = 0; t0 < n; t0 += a.block) {
-    const int64_t m = std::min(a.block, n - t0);
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += a.block) {
+    const int64_t m = std::min(a.block, t_end - t0);
     // Pack the block's keys transposed (plain and decayed towards the block's end) and values.
     for (int64_t j = 0; j < m; ++j) {
-      const T* kr = a.k.row(b, g, t0 + j);
-      const T* vr = a.v.row(b, g, t0 + j);
+      const float* kr = as_floats<P>(a.k.row(b, g, t0 + j), dk, w.row.data());
       const float dj = pw[m - 1 - j];
       for (int64_t i = 0; i < dk; ++i) {
-        const float x = to_float(kr[i]);
-        w.kt[i * ldp + j] = x;
-        w.kdt[i * ldp + j] = dj * x;
+        w.kt[i * ldp + j] = kr[i];
+        w.kdt[i * ldp + j] = dj * kr[i];
       }
-      for (int64_t c = 0; c < dv; ++c) w.v[j * dv + c] = to_float(vr[c]);
+      load_floats<P>(a.v.row(b, g, t0 + j), dv, w.v.data() + j * dv);
     }
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
       for (int64_t i = 0; i < m; ++i) {
-        const T* qr = a.q.row(b, h, t0 + i);
+        float* qr = w.q.data() + i * dk;
+        load_floats<P>(a.q.row(b, h, t0 + i), dk, qr);
         // The scale meets q first, as in c q_t S_t: q S alone may overflow where c q S does not.
-        for (int64_t c = 0; c < dk; ++c) w.q[i * dk + c] = a.scale * to_float(qr[c]);
+        for (int64_t c = 0; c < dk; ++c) qr[c] *= a.scale;
       }
       float* O = w.o.data();
       if (!s_zero) {
@@ -126,10 +129,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w) 
         std::fill(row + i + 1, row + m, 0.0f);
       }
       gemm<P>(Part::lower_k, m, dv, m, Pm, ldp, w.v.data(), dv, O, dv, s_zero ? 0.0f : 1.0f);
-      for (int64_t i = 0; i < m; ++i) {
-        T* orow = a.o.row(b, h, t0 + i);
-        for (int64_t c = 0; c < dv; ++c) orow[c] = from_float<T>(O[i * dv + c]);
-      }
+      for (int64_t i = 0; i < m; ++i) store_floats<P>(O + i * dv, dv, a.o.row(b, h, t0 + i));
     }
     // S <- lambda^m S + (decayed K)^T V. With slow decay the rounding error of float(lambda^m) would
     // add up coherently over the 1/(1 - lambda^m) blocks S remembers (3e-4 in lambda^n at n = 2^20, slope 1e-6):
@@ -152,7 +152,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w) 
   }
   if (!a.state_out.absent())
     for (int64_t i = 0; i < dk; ++i) {
-      float* out = a.state_out.row(b, g, i);
+      float* out = a.state_out.row(sb, g, i);
       if (s_zero)
         std::fill_n(out, dv, 0.0f);
       else
@@ -166,7 +166,8 @@ void forward_all(const ForwardArgs<T>& a, int threads) {
   const int workers = worker_count(threads, items);
   std::vector<Workspace> ws(static_cast<size_t>(workers), Workspace(a.block, a.q.dim, a.v.dim));
   parallel_for(workers, items, [&](int worker, int64_t item) {
-    forward_group<P>(a, item / a.k.heads, item % a.k.heads, ws[static_cast<size_t>(worker)]);
+    const int64_t b = item / a.k.heads;
+    forward_group<P>(a, b, item % a.k.heads, ws[static_cast<size_t>(worker)], 0, a.q.seq, b);
   });
 }
 
@@ -198,7 +199,7 @@ void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, std::vector<floa
   const T* vr = a.v.row(b, g, 0);
   acc.assign(static_cast<size_t>((group + 1) * dv), 0.0f);
   float* vf = acc.data() + group * dv;
-  for (int64_t c = 0; c < dv; ++c) vf[c] = to_float(vr[c]);
+  load_floats<P>(vr, dv, vf);
   for (int64_t r = 0; r < dk; ++r) {
     float* srow = a.states.row(slot, g, r);
     if (slow) {
@@ -210,10 +211,7 @@ void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, std::vector<floa
     for (int64_t h = 0; h < group; ++h)
       Ker::axpy(dv, a.scale * to_float(a.q.row(b, g * group + h, 0)[r]), srow, acc.data() + h * dv);
   }
-  for (int64_t h = 0; h < group; ++h) {
-    T* orow = a.o.row(b, g * group + h, 0);
-    for (int64_t c = 0; c < dv; ++c) orow[c] = from_float<T>(acc[static_cast<size_t>(h * dv + c)]);
-  }
+  for (int64_t h = 0; h < group; ++h) store_floats<P>(acc.data() + h * dv, dv, a.o.row(b, g * group + h, 0));
 }
 
 template <Path P, class T>
