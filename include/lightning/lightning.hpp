@@ -2,5 +2,6 @@
 #pragma once
 
 #include "lightning/attention.hpp"
+#include "lightning/backward.hpp"
 #include "lightning/config.hpp"
 #include "lightning/types.hpp"
