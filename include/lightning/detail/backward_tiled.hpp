@@ -65,25 +65,29 @@ struct BackwardWorkspace {
   }
 };
 
-/** dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols. */
-inline void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[c * ldd + r] = src[r * lds + c];
+/**
+ * dst[c * ldd + r] = value(r, c, src[r * lds + c]) for r < rows, c < cols, in 8 x 8 tiles: a plain
+ * column-by-column transpose strides through a few cache sets and thrashes them (d = 128 rows apart).
+ */
+template <class Value>
+inline void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd, Value value) {
+  constexpr int64_t tile = 8;
+  for (int64_t r0 = 0; r0 < rows; r0 += tile)
+    for (int64_t c0 = 0; c0 < cols; c0 += tile) {
+      const int64_t r1 = std::min(rows, r0 + tile), c1 = std::min(cols, c0 + tile);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * ldd + r] = value(r, c, src[r * lds + c]);
+    }
 }
 
-/**
- * dst[j * ld + i] = src[i * ld + j] * decay[i - j] for j <= i < m (decay null: 1), zero for i < j:
- * the transpose of a causally masked block, upper triangular.
- */
-inline void masked_transpose(int64_t m, const float* src, const float* decay, float* dst, int64_t ld) {
-  for (int64_t j = 0; j < m; ++j) {
-    float* out = dst + j * ld;
-    std::fill(out, out + j, 0.0f);
-    if (decay)
-      for (int64_t i = j; i < m; ++i) out[i] = src[i * ld + j] * decay[i - j];
-    else
-      for (int64_t i = j; i < m; ++i) out[i] = src[i * ld + j];
-  }
+inline void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
+  transpose(rows, cols, src, lds, dst, ldd, [](int64_t, int64_t, float x) { return x; });
+}
+
+/** The transpose of a causally masked m x m block: dst[j][i] = decay(i - j) src[i][j] for i >= j, else 0. */
+template <class Decay>
+inline void masked_transpose(int64_t m, const float* src, float* dst, int64_t ld, Decay decay) {
+  transpose(m, m, src, ld, dst, ld, [&](int64_t i, int64_t j, float x) { return i >= j ? decay(i - j) * x : 0.0f; });
 }
 
 /** sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float. */
@@ -125,21 +129,17 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
 
   for (int64_t t0 = 0; t0 < n; t0 += a.block) {
     const int64_t m = std::min(a.block, n - t0);
+    // Rows first (contiguous reads), then tiled transposes into the packed operands.
     for (int64_t j = 0; j < m; ++j) {
       const T* kr = a.k.row(b, g, t0 + j);
       const T* vr = a.v.row(b, g, t0 + j);
-      for (int64_t i = 0; i < dk; ++i) {
-        const float x = to_float(kr[i]);
-        w.k[j * dk + i] = x;
-        w.kt[i * ldp + j] = x;
-      }
-      for (int64_t c = 0; c < dv; ++c) {
-        const float x = to_float(vr[c]);
-        w.vt[c * ldp + j] = x;
-        w.vdt[c * ldp + j] = pw[m - 1 - j] * x;
-        w.vwt[c * ldp + j] = wpw[m - 1 - j] * x;
-      }
+      for (int64_t i = 0; i < dk; ++i) w.k[j * dk + i] = to_float(kr[i]);
+      for (int64_t c = 0; c < dv; ++c) w.vd[j * dv + c] = to_float(vr[c]);
     }
+    if (need_a) transpose(m, dk, w.k.data(), dk, w.kt.data(), ldp);
+    if (need_p) transpose(m, dv, w.vd.data(), dv, w.vt.data(), ldp);
+    if (keep_s) transpose(m, dv, w.vd.data(), dv, w.vdt.data(), ldp, [&](int64_t j, int64_t, float x) { return pw[m - 1 - j] * x; });
+    if (need_ds) transpose(m, dv, w.vd.data(), dv, w.vwt.data(), ldp, [&](int64_t j, int64_t, float x) { return wpw[m - 1 - j] * x; });
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
       const float beta = h == g * group ? 0.0f : 1.0f;  // the group's q heads sum into dK and dV
       for (int64_t i = 0; i < m; ++i) {
@@ -186,11 +186,11 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         }
       }
       if (need_dk) {  // dK += P~^T Q, P~^T upper triangular
-        masked_transpose(m, Pm, nullptr, Pt, ldp);
+        masked_transpose(m, Pm, Pt, ldp, [](int64_t) { return 1.0f; });
         gemm<P>(Part::upper_k, m, dk, m, Pt, ldp, w.q.data(), dk, w.dk.data(), dk, beta);
       }
       if (need_dv) {  // dV += A~^T dO
-        masked_transpose(m, Am, cpw, Pt, ldp);
+        masked_transpose(m, Am, Pt, ldp, [&](int64_t p) { return cpw[p]; });
         gemm<P>(Part::upper_k, m, dv, m, Pt, ldp, w.d_o.data(), dv, w.dv.data(), dv, beta);
       }
     }
@@ -272,9 +272,10 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       for (int64_t i = 0; i < m; ++i) {
         const T* qr = a.q.row(b, h, t0 + i);
         const T* dr = a.d_o.row(b, h, t0 + i);
-        for (int64_t c = 0; c < dk; ++c) w.qdt[c * ldp + i] = cpw[i + 1] * to_float(qr[c]);
+        for (int64_t c = 0; c < dk; ++c) w.q[i * dk + c] = to_float(qr[c]);
         for (int64_t c = 0; c < dv; ++c) w.d_o[i * dv + c] = to_float(dr[c]);
       }
+      transpose(m, dk, w.q.data(), dk, w.qdt.data(), ldp, [&](int64_t i, int64_t, float x) { return cpw[i + 1] * x; });
       gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, w.d_o.data(), dv, R, dv, r_zero ? 0.0f : (h == g * group ? pw[m] : 1.0f));
       r_zero = false;
     }
