@@ -2,8 +2,8 @@
 #pragma once
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <random>
 #include <vector>
 
@@ -11,7 +11,7 @@
 
 namespace lightning::tools {
 
-/** Medians over the repetitions: seconds per forward and per backward call, and of their per-pair ratio. */
+/** Medians over the repetitions: CPU seconds per forward and per backward call, and their per-pair ratio. */
 struct BackwardTiming {
   double forward_seconds, backward_seconds, ratio;
 };
@@ -19,10 +19,12 @@ struct BackwardTiming {
 /**
  * Runs forward (with state_out) and backward (dq, dk, dv and dS_in, from dS_out; d_slopes when
  * `slope_gradient`) alternately `reps` times on random [batch, heads, n, d] inputs with MiniMax-like
- * slopes, after one warm-up call of each, and returns the medians.
+ * slopes, after one warm-up call of each, and returns the medians. block_size is Options::block_size
+ * for both (0: the library's choice).
  */
 inline BackwardTiming time_backward(int64_t batch, int64_t heads, int64_t n, int64_t d_k, int64_t d_v, Path path,
-                                    int reps, int threads = 1, bool slope_gradient = false) {
+                                    int reps, int threads = 1, bool slope_gradient = false,
+                                    int64_t block_size = 0) {
   std::mt19937 rng(1);
   std::normal_distribution<float> dist(0.0f, 0.3f);
   const auto buffer = [&](int64_t count) {
@@ -40,6 +42,7 @@ inline BackwardTiming time_backward(int64_t batch, int64_t heads, int64_t n, int
   opt.slopes = slopes.data();
   opt.path = path;
   opt.threads = threads;
+  opt.block_size = block_size;
   const auto in = [&](const std::vector<float>& x, int64_t d) { return bhnd<const float>(x.data(), batch, heads, n, d); };
   const auto out = [&](std::vector<float>& x, int64_t d) { return bhnd(x.data(), batch, heads, n, d); };
   const auto run_forward = [&] {
@@ -50,10 +53,17 @@ inline BackwardTiming time_backward(int64_t batch, int64_t heads, int64_t n, int
              state_view(static_cast<const float*>(ds_out.data()), batch, heads, d_k, d_v),
              state_view(ds_in.data(), batch, heads, d_k, d_v), slope_gradient ? d_slopes.data() : nullptr);
   };
+  // CPU seconds of the process, not wall time: on a shared machine the time other processes hold
+  // the core is not counted (with threads > 1 it is the sum over the workers).
   const auto seconds = [](const auto& fn) {
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto now = [] {
+      timespec ts{};
+      clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+      return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+    };
+    const double t0 = now();
     fn();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return now() - t0;
   };
   run_forward();
   run_backward();

@@ -51,7 +51,8 @@ struct BackwardWorkspace {
   std::vector<float> p, a, pt;
   // Running states: S^T and its tangent W^T [d_v x d_k], the adjoint R [d_k x d_v] and R^T.
   std::vector<float> st, wt, r, rt;
-  std::vector<float> wpow;  // wpow[t] = t lambda^t
+  std::vector<float> wpow;                      // wpow[t] = t lambda^t
+  std::vector<float> to_end, to_end_weighted;   // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
   DecayTable decay;
   BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_) : block(block_), ldp((block_ + 15) / 16 * 16) {
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
@@ -62,32 +63,45 @@ struct BackwardWorkspace {
     for (auto* b : {&p, &a, &pt}) b->resize(sz(block * ldp));
     for (auto* b : {&st, &wt, &r, &rt}) b->resize(sz(dk_ * dv_));
     wpow.resize(sz(block + 1));
+    to_end.resize(sz(block));
+    to_end_weighted.resize(sz(block));
   }
 };
 
+template <class Ker, class = void>
+struct has_transpose_8x8 : std::false_type {};
+template <class Ker>
+struct has_transpose_8x8<Ker, std::void_t<decltype(&Ker::transpose_8x8)>> : std::true_type {};
+
 /**
- * dst[c * ldd + r] = value(r, c, src[r * lds + c]) for r < rows, c < cols, in 8 x 8 tiles: a plain
- * column-by-column transpose strides through a few cache sets and thrashes them (d = 128 rows apart).
+ * dst[c * ldd + r] = scale[r] * src[r * lds + c] for r < rows, c < cols (scale null: 1), in 8 x 8
+ * tiles: the path's register transpose for whole tiles, a loop for the edges. (A column-by-column
+ * transpose strides through a few cache sets and thrashes them when rows are 128 floats apart.)
  */
-template <class Value>
-inline void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd, Value value) {
-  constexpr int64_t tile = 8;
-  for (int64_t r0 = 0; r0 < rows; r0 += tile)
-    for (int64_t c0 = 0; c0 < cols; c0 += tile) {
-      const int64_t r1 = std::min(rows, r0 + tile), c1 = std::min(cols, c0 + tile);
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t r = r0; r < r1; ++r) dst[c * ldd + r] = value(r, c, src[r * lds + c]);
+template <Path P>
+void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
+               const float* scale = nullptr) {
+  using Ker = kernels::Kernels<P>;
+  for (int64_t r0 = 0; r0 < rows; r0 += 8)
+    for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+      if constexpr (has_transpose_8x8<Ker>::value)
+        if (r0 + 8 <= rows && c0 + 8 <= cols) {
+          Ker::transpose_8x8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd, scale ? scale + r0 : nullptr);
+          continue;
+        }
+      for (int64_t c = c0; c < std::min(cols, c0 + 8); ++c)
+        for (int64_t r = r0; r < std::min(rows, r0 + 8); ++r)
+          dst[c * ldd + r] = (scale ? scale[r] : 1.0f) * src[r * lds + c];
     }
 }
 
-inline void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
-  transpose(rows, cols, src, lds, dst, ldd, [](int64_t, int64_t, float x) { return x; });
-}
-
-/** The transpose of a causally masked m x m block: dst[j][i] = decay(i - j) src[i][j] for i >= j, else 0. */
-template <class Decay>
-inline void masked_transpose(int64_t m, const float* src, float* dst, int64_t ld, Decay decay) {
-  transpose(m, m, src, ld, dst, ld, [&](int64_t i, int64_t j, float x) { return i >= j ? decay(i - j) * x : 0.0f; });
+/** Scales row i of a causal m x m block by decay[i - j] at column j <= i and zeroes columns i < j < m. */
+inline void mask_block(int64_t m, float* x, int64_t ld, const float* decay) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = x + i * ld;
+    for (int64_t j = 0; j <= i; ++j) row[j] *= decay[i - j];
+    std::fill(row + i + 1, row + m, 0.0f);
+  }
 }
 
 /** sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float. */
@@ -136,10 +150,14 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       for (int64_t i = 0; i < dk; ++i) w.k[j * dk + i] = to_float(kr[i]);
       for (int64_t c = 0; c < dv; ++c) w.vd[j * dv + c] = to_float(vr[c]);
     }
-    if (need_a) transpose(m, dk, w.k.data(), dk, w.kt.data(), ldp);
-    if (need_p) transpose(m, dv, w.vd.data(), dv, w.vt.data(), ldp);
-    if (keep_s) transpose(m, dv, w.vd.data(), dv, w.vdt.data(), ldp, [&](int64_t j, int64_t, float x) { return pw[m - 1 - j] * x; });
-    if (need_ds) transpose(m, dv, w.vd.data(), dv, w.vwt.data(), ldp, [&](int64_t j, int64_t, float x) { return wpw[m - 1 - j] * x; });
+    for (int64_t j = 0; j < m; ++j) {  // row scales towards the block's end: lambda^{m-1-j}, (m-1-j) lambda^{m-1-j}
+      w.to_end[j] = pw[m - 1 - j];
+      w.to_end_weighted[j] = wpw[m - 1 - j];
+    }
+    if (need_a) transpose<P>(m, dk, w.k.data(), dk, w.kt.data(), ldp);
+    if (need_p) transpose<P>(m, dv, w.vd.data(), dv, w.vt.data(), ldp);
+    if (keep_s) transpose<P>(m, dv, w.vd.data(), dv, w.vdt.data(), ldp, w.to_end.data());
+    if (need_ds) transpose<P>(m, dv, w.vd.data(), dv, w.vwt.data(), ldp, w.to_end_weighted.data());
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
       const float beta = h == g * group ? 0.0f : 1.0f;  // the group's q heads sum into dK and dV
       for (int64_t i = 0; i < m; ++i) {
@@ -171,13 +189,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         }
         slope_sum += static_cast<double>(a.scale) * acc;
       }
-      if (need_dq || need_dk) {  // P~ = c lambda^{i-j} P, zero above the diagonal
-        for (int64_t i = 0; i < m; ++i) {
-          float* row = Pm + i * ldp;
-          for (int64_t j = 0; j <= i; ++j) row[j] *= cpw[i - j];
-          std::fill(row + i + 1, row + m, 0.0f);
-        }
-      }
+      if (need_dq || need_dk) mask_block(m, Pm, ldp, cpw);  // P~ = c lambda^{i-j} P, zero above the diagonal
       if (need_dq) {
         gemm<P>(Part::lower_k, m, dk, m, Pm, ldp, w.k.data(), dk, dQ, dk, s_zero ? 0.0f : 1.0f);
         for (int64_t i = 0; i < m; ++i) {
@@ -186,11 +198,12 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         }
       }
       if (need_dk) {  // dK += P~^T Q, P~^T upper triangular
-        masked_transpose(m, Pm, Pt, ldp, [](int64_t) { return 1.0f; });
+        transpose<P>(m, m, Pm, ldp, Pt, ldp);
         gemm<P>(Part::upper_k, m, dk, m, Pt, ldp, w.q.data(), dk, w.dk.data(), dk, beta);
       }
       if (need_dv) {  // dV += A~^T dO
-        masked_transpose(m, Am, Pt, ldp, [&](int64_t p) { return cpw[p]; });
+        mask_block(m, Am, ldp, cpw);
+        transpose<P>(m, m, Am, ldp, Pt, ldp);
         gemm<P>(Part::upper_k, m, dv, m, Pt, ldp, w.d_o.data(), dv, w.dv.data(), dv, beta);
       }
     }
@@ -244,7 +257,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
     if (!r_zero && need_dk) {  // dK += (lambda^{m-1-j} V) R^T
-      transpose(dk, dv, R, dv, Rt, dk);
+      transpose<P>(dk, dv, R, dv, Rt, dk);
       for (int64_t j = 0; j < m; ++j) {
         const T* vr = a.v.row(b, g, t0 + j);
         for (int64_t c = 0; c < dv; ++c) w.vd[j * dv + c] = pw[m - 1 - j] * to_float(vr[c]);
@@ -275,7 +288,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         for (int64_t c = 0; c < dk; ++c) w.q[i * dk + c] = to_float(qr[c]);
         for (int64_t c = 0; c < dv; ++c) w.d_o[i * dv + c] = to_float(dr[c]);
       }
-      transpose(m, dk, w.q.data(), dk, w.qdt.data(), ldp, [&](int64_t i, int64_t, float x) { return cpw[i + 1] * x; });
+      transpose<P>(m, dk, w.q.data(), dk, w.qdt.data(), ldp, cpw + 1);
       gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, w.d_o.data(), dv, R, dv, r_zero ? 0.0f : (h == g * group ? pw[m] : 1.0f));
       r_zero = false;
     }
