@@ -1,4 +1,4 @@
-// The block loops of the tiled backward, written once; paths differ only in Kernels<P> (via gemm<P>).
+// The block loops of the tiled backward, written once; paths differ only in Kernels<P> (gemm<P>, transpose<P>).
 //
 // For one (batch, k/v head) pair and a block of m rows i, j with entry state S (forward order) and
 // exit adjoint R (the gradient reaching the state after the block from later tokens and dS_out):
@@ -21,6 +21,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "lightning/detail/tiled.hpp"
@@ -256,29 +257,25 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
-    if (!r_zero && need_dk) {  // dK += (lambda^{m-1-j} V) R^T
+    // out += (lambda^{m-1-j} x_j) state, row by row: dK with x = V and state R^T, dV with x = K and state R.
+    const auto add_inter = [&](const View<const T>& x, const float* state, const View<T>& out, std::vector<float>& xd,
+                               std::vector<float>& acc) {
+      const int64_t dx = x.dim, dout = out.dim;
+      for (int64_t j = 0; j < m; ++j) {
+        const T* row = x.row(b, g, t0 + j);
+        for (int64_t c = 0; c < dx; ++c) xd[j * dx + c] = pw[m - 1 - j] * to_float(row[c]);
+      }
+      gemm<P>(Part::full, m, dout, dx, xd.data(), dx, state, dout, acc.data(), dout, 0.0f);
+      for (int64_t j = 0; j < m; ++j) {
+        T* row = out.row(b, g, t0 + j);
+        for (int64_t c = 0; c < dout; ++c) row[c] = from_float<T>(to_float(row[c]) + acc[j * dout + c]);
+      }
+    };
+    if (!r_zero && need_dk) {
       transpose<P>(dk, dv, R, dv, Rt, dk);
-      for (int64_t j = 0; j < m; ++j) {
-        const T* vr = a.v.row(b, g, t0 + j);
-        for (int64_t c = 0; c < dv; ++c) w.vd[j * dv + c] = pw[m - 1 - j] * to_float(vr[c]);
-      }
-      gemm<P>(Part::full, m, dk, dv, w.vd.data(), dv, Rt, dk, w.dk.data(), dk, 0.0f);
-      for (int64_t j = 0; j < m; ++j) {
-        T* out = a.dk.row(b, g, t0 + j);
-        for (int64_t c = 0; c < dk; ++c) out[c] = from_float<T>(to_float(out[c]) + w.dk[j * dk + c]);
-      }
+      add_inter(a.v, Rt, a.dk, w.vd, w.dk);
     }
-    if (!r_zero && need_dv) {  // dV += (lambda^{m-1-j} K) R
-      for (int64_t j = 0; j < m; ++j) {
-        const T* kr = a.k.row(b, g, t0 + j);
-        for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = pw[m - 1 - j] * to_float(kr[c]);
-      }
-      gemm<P>(Part::full, m, dv, dk, w.kd.data(), dk, R, dv, w.dv.data(), dv, 0.0f);
-      for (int64_t j = 0; j < m; ++j) {
-        T* out = a.dv.row(b, g, t0 + j);
-        for (int64_t c = 0; c < dv; ++c) out[c] = from_float<T>(to_float(out[c]) + w.dv[j * dv + c]);
-      }
-    }
+    if (!r_zero && need_dv) add_inter(a.k, R, a.dv, w.kd, w.dv);
     if (t0 == 0 && !need_ds_in) break;  // the adjoint entering the first block is dS_in only
     // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
