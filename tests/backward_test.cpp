@@ -152,6 +152,9 @@ TEST_P(Backward, SequenceLengthsAroundTheBlock) {
   expect_close({1, 7, 7, 997, 16, 8, 64});
 }
 
+// Slopes 0 and 1e-6, where every token reaches every later one: the longest reach of the adjoint state.
+TEST_P(Backward, LongSequence) { expect_close({1, 2, 2, 4096, 16, 8, 0}); }
+
 TEST_P(Backward, StatesPresentOrAbsent) {
   for (bool s_in : {false, true})
     for (bool ds_out : {false, true}) {
