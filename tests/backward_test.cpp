@@ -138,6 +138,7 @@ class Backward : public ::testing::TestWithParam<Path> {
   }
   // The worst error of each gradient is printed, for the record of what each path achieves.
   void TearDown() override {
+    if (worst_.empty()) return;
     std::string line;
     for (const auto& [name, err] : worst_) line += " " + name + " " + format_error(err);
     std::printf("[ worst    ] %s:%s\n", path_name(GetParam()), line.c_str());

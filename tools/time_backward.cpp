@@ -11,7 +11,6 @@ int main(int argc, char** argv) {
   const int reps = argc > 4 ? std::atoi(argv[4]) : 7;
   const bool slope_gradient = argc > 5 && std::atoi(argv[5]) != 0;
   for (lightning::Path path : lightning::compiled_paths) {
-    if (path == lightning::Path::scalar && lightning::compiled_paths.size() > 1) continue;  // slow and not the target
     const auto t = lightning::tools::time_backward(1, heads, n, d, d, path, reps, 1, slope_gradient);
     std::printf("path %-7s n %lld heads %lld d %lld%s: forward %.4f s, backward %.4f s, median ratio %.2f (%d reps)\n",
                 lightning::path_name(path), static_cast<long long>(n), static_cast<long long>(heads),
