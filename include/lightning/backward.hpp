@@ -93,9 +93,8 @@ void backward(View<const T> q, View<const T> k, View<const T> v, View<const T> d
 
   const int64_t block = options.block_size ? options.block_size : detail::default_block_size(d_k, d_v, options.path);
   std::vector<double> slope_parts(d_slopes ? static_cast<size_t>(B * G) : 0);
-  const detail::BackwardArgs<T> args{q,        k,           v,          d_o,
-                                     dq,       dk,          dv,         state_in,
-                                     d_state_out, d_state_in, d_slopes ? slope_parts.data() : nullptr,
+  const detail::BackwardArgs<T> args{q,           k,          v,  d_o,      dq, dk, dv, state_in, d_state_out,
+                                     d_state_in,  d_slopes ? slope_parts.data() : nullptr,
                                      options.slopes, options.scale, block};
   detail::with_path(options.path, [&](auto path) { detail::backward_all<decltype(path)::value>(args, options.threads); });
   if (d_slopes)  // summed over the batch in a fixed order, so any thread count gives the same bits
