@@ -24,7 +24,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "lightning/detail/tiled.hpp"
+#include "lightning/detail/convert.hpp"
+#include "lightning/detail/gemm.hpp"
+#include "lightning/detail/parallel.hpp"
+#include "lightning/kernels/avx2.hpp"
+#include "lightning/kernels/scalar.hpp"
+#include "lightning/types.hpp"
 
 namespace lightning::detail {
 
@@ -41,6 +46,26 @@ struct BackwardArgs {
   int64_t block;
 };
 
+/**
+ * The decay powers of one k/v head for t in [0, block]: pow[t] = lambda^t, cpow[t] = scale lambda^t
+ * and wpow[t] = t lambda^t (the slope tangent's weights), from exp(-slope t) in double. Only
+ * non-negative powers; values below the smallest normal float are 0, so strong decay never meets
+ * denormal arithmetic. Kept apart from the forward's table so each can change on its own.
+ */
+struct BackwardDecay {
+  std::vector<float> pow, cpow, wpow;
+  void fill(double slope, double scale, int64_t block) {
+    for (auto* table : {&pow, &cpow, &wpow}) table->resize(static_cast<size_t>(block + 1));
+    const auto flush = [](double x) { return std::abs(x) < FLT_MIN ? 0.0f : static_cast<float>(x); };
+    for (int64_t t = 0; t <= block; ++t) {
+      const double p = std::exp(-slope * static_cast<double>(t));
+      pow[static_cast<size_t>(t)] = flush(p);
+      cpow[static_cast<size_t>(t)] = flush(scale * p);
+      wpow[static_cast<size_t>(t)] = flush(static_cast<double>(t) * p);
+    }
+  }
+};
+
 /** One worker's scratch for the backward, sized once per call: nothing here grows with n. */
 struct BackwardWorkspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the transposed and block x block buffers
@@ -52,9 +77,8 @@ struct BackwardWorkspace {
   std::vector<float> p, a, pt;
   // Running states: S^T and its tangent W^T [d_v x d_k], the adjoint R [d_k x d_v] and R^T.
   std::vector<float> st, wt, r, rt;
-  std::vector<float> wpow;                      // wpow[t] = t lambda^t
   std::vector<float> to_end, to_end_weighted;   // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
-  DecayTable decay;
+  BackwardDecay decay;
   BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_) : block(block_), ldp((block_ + 15) / 16 * 16) {
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
     for (auto* b : {&q, &k, &kd, &dq, &dk, &y}) b->resize(sz(block * dk_));
@@ -63,7 +87,6 @@ struct BackwardWorkspace {
     for (auto* b : {&vt, &vdt, &vwt}) b->resize(sz(dv_ * ldp));
     for (auto* b : {&p, &a, &pt}) b->resize(sz(block * ldp));
     for (auto* b : {&st, &wt, &r, &rt}) b->resize(sz(dk_ * dv_));
-    wpow.resize(sz(block + 1));
     to_end.resize(sz(block));
     to_end_weighted.resize(sz(block));
   }
@@ -127,7 +150,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const bool keep_s = need_dq || need_ds;  // dQ's inter part and the slope tangent read S
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
-  const float* wpw = w.wpow.data();
+  const float* wpw = w.decay.wpow.data();
   float* St = w.st.data();
   float* Wt = w.wt.data();
   float* Pm = w.p.data();
@@ -311,12 +334,7 @@ void backward_all(const BackwardArgs<T>& a, int threads) {
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t b = item / a.k.heads, g = item % a.k.heads;
     BackwardWorkspace& w = ws[static_cast<size_t>(worker)];
-    const double slope = a.slopes ? a.slopes[g] : 0.0;
-    w.decay.fill(slope, a.scale, a.block);
-    for (int64_t t = 0; t <= a.block; ++t) {  // t lambda^t, flushed like the decay table
-      const double x = static_cast<double>(t) * std::exp(-slope * static_cast<double>(t));
-      w.wpow[static_cast<size_t>(t)] = x < FLT_MIN ? 0.0f : static_cast<float>(x);
-    }
+    w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, a.block);
     if (pass1) backward_forward_pass<P>(a, b, g, w);
     if (pass2) backward_reverse_pass<P>(a, b, g, w);
   });
