@@ -69,7 +69,8 @@ struct BackwardDecay {
 /** One worker's scratch for the backward, sized once per call: nothing here grows with n. */
 struct BackwardWorkspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the transposed and block x block buffers
-  // Row-major blocks: q, d_o, k, k and v decayed to the block's end, per-block gradient sums.
+  // Row-major blocks: q, d_o, k, k and v decayed to the block's end (vd holds plain v in pass 1),
+  // per-block gradient sums, and the slope tangent's dO W^T.
   std::vector<float> q, d_o, k, kd, vd, dq, dk, dv, y;
   // Transposed blocks (rows of length ldp): k^T, v^T, decayed v^T, tangent-weighted v^T, decayed q^T.
   std::vector<float> kt, vt, vdt, vwt, qdt;
@@ -92,6 +93,7 @@ struct BackwardWorkspace {
   }
 };
 
+// Whether a path has its own register transpose; one without it (a path added later) gets the loop.
 template <class Ker, class = void>
 struct has_transpose_8x8 : std::false_type {};
 template <class Ker>
