@@ -2,6 +2,7 @@
 #pragma once
 
 #include "lightning/attention.hpp"
+#include "lightning/backward.hpp"
 #include "lightning/config.hpp"
 #include "lightning/minimax.hpp"
 #include "lightning/storage.hpp"

@@ -101,6 +101,30 @@ struct Kernels<Path::avx2> {
       _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; ++i) y[i] += a * x[i];  // tail of fewer than 8
   }
+
+  static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
+    __m256 row[8];
+    for (int r = 0; r < 8; ++r) {
+      row[r] = _mm256_loadu_ps(src + r * lds);
+      if (row_scale) row[r] = _mm256_mul_ps(row[r], _mm256_set1_ps(row_scale[r]));
+    }
+    // Interleave pairs of rows, then pairs of pairs, then swap 128-bit halves: 24 shuffles for 64 floats.
+    __m256 pair[8], quad[8];
+    for (int r = 0; r < 8; r += 2) {
+      pair[r] = _mm256_unpacklo_ps(row[r], row[r + 1]);
+      pair[r + 1] = _mm256_unpackhi_ps(row[r], row[r + 1]);
+    }
+    for (int r = 0; r < 8; r += 4) {
+      quad[r] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0x44);
+      quad[r + 1] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0xEE);
+      quad[r + 2] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0x44);
+      quad[r + 3] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {
+      _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x20));
+      _mm256_storeu_ps(dst + (c + 4) * ldd, _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x31));
+    }
+  }
 };
 
 }  // namespace lightning::kernels

@@ -8,6 +8,9 @@
 //   // y = a * x + b * y, and y += a * x, over n floats (the decode step's row updates).
 //   static void axpby(int64_t n, float a, const float* x, float b, float* y);
 //   static void axpy(int64_t n, float a, const float* x, float* y);
+//   // dst[c * ldd + r] = row_scale[r] * src[r * lds + c] for an 8 x 8 tile (row_scale null: 1); the
+//   // backward's packed transposes. Optional: a path without it gets a portable loop.
+//   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale);
 // };
 #pragma once
 

@@ -32,6 +32,13 @@ struct Kernels<Path::scalar> {
   static void axpy(int64_t n, float a, const float* x, float* y) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
   }
+
+  static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
+    for (int r = 0; r < 8; ++r) {
+      const float s = row_scale ? row_scale[r] : 1.0f;
+      for (int c = 0; c < 8; ++c) dst[c * ldd + r] = s * src[r * lds + c];
+    }
+  }
 };
 
 }  // namespace lightning::kernels

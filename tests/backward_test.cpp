@@ -1,0 +1,407 @@
+// The backward on every compiled path against the double closed-form gradients, finite differences,
+// chunked consistency, optional outputs and bad input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lightning/reference/backward.hpp"
+#include "lightning/reference/reference.hpp"
+#include "util.hpp"
+
+namespace lightning::test {
+namespace {
+
+enum class Layout { bhnd, bnhd };
+
+// None, tiny, MiniMax-like, strong, extreme, and two more: per k/v head, cycled.
+const float kSlopes[] = {0.0f, 1e-6f, 0.05f, 8.0f, 30.0f, 0.3f, 0.01f};
+
+struct Case {
+  int64_t batch, q_heads, kv_heads, n, dk, dv, block;
+  Layout layout = Layout::bhnd;
+  bool state_in = true, d_state_out = true;
+  float scale = 1.0f;
+};
+
+template <class T>
+View<T> make_view(T* p, Layout l, int64_t b, int64_t h, int64_t n, int64_t d) {
+  return l == Layout::bhnd ? bhnd(p, b, h, n, d) : bnhd(p, b, h, n, d);
+}
+
+/** A view's rows copied into contiguous [batch, heads, seq, dim] order, the reference's layout. */
+std::vector<float> contiguous(const View<float>& x) {
+  std::vector<float> out(static_cast<size_t>(x.elements()));
+  for (int64_t b = 0; b < x.batch; ++b)
+    for (int64_t h = 0; h < x.heads; ++h)
+      for (int64_t t = 0; t < x.seq; ++t)
+        std::copy_n(x.row(b, h, t), x.dim, &out[static_cast<size_t>(((b * x.heads + h) * x.seq + t) * x.dim)]);
+  return out;
+}
+
+/** The inputs of one case and the gradients a backward call wrote. */
+struct Problem {
+  Case c;
+  std::vector<float> q, k, v, d_o, s0, ds1, dq, dk, dv, ds0, dsl;
+  explicit Problem(const Case& c_) : c(c_) {
+    const int64_t B = c.batch, H = c.q_heads, G = c.kv_heads;
+    const float sd = 1.0f / std::sqrt(std::sqrt(static_cast<float>(c.dk)));  // q . k of order 1
+    q = randn(static_cast<size_t>(B * H * c.n * c.dk), sd, 1 + c.n);
+    k = randn(static_cast<size_t>(B * G * c.n * c.dk), sd, 2 + c.n);
+    v = randn(static_cast<size_t>(B * G * c.n * c.dv), 1.0f, 3 + c.n);
+    d_o = randn(static_cast<size_t>(B * H * c.n * c.dv), 1.0f, 4 + c.n);
+    s0 = randn(static_cast<size_t>(B * G * c.dk * c.dv), 0.3f, 5);
+    ds1 = randn(static_cast<size_t>(B * G * c.dk * c.dv), 0.3f, 6);
+    dq.assign(q.size(), -7.0f);
+    dk.assign(k.size(), -7.0f);
+    dv.assign(v.size(), -7.0f);
+    ds0.assign(s0.size(), -7.0f);
+    dsl.assign(static_cast<size_t>(G), -7.0f);
+  }
+  View<const float> in(const std::vector<float>& x, int64_t heads, int64_t d) const {
+    return make_view<const float>(x.data(), c.layout, c.batch, heads, c.n, d);
+  }
+  View<float> out(std::vector<float>& x, int64_t heads, int64_t d) {
+    return make_view<float>(x.data(), c.layout, c.batch, heads, c.n, d);
+  }
+  View<const float> qv() const { return in(q, c.q_heads, c.dk); }
+  View<const float> kv() const { return in(k, c.kv_heads, c.dk); }
+  View<const float> vv() const { return in(v, c.kv_heads, c.dv); }
+  View<const float> dov() const { return in(d_o, c.q_heads, c.dv); }
+  View<const float> s0v() const {
+    return c.state_in ? state_view(s0.data(), c.batch, c.kv_heads, c.dk, c.dv) : View<const float>();
+  }
+  View<const float> ds1v() const {
+    return c.d_state_out ? state_view(ds1.data(), c.batch, c.kv_heads, c.dk, c.dv) : View<const float>();
+  }
+  Options options(Path path) const {
+    Options opt;
+    opt.slopes = kSlopes;
+    opt.scale = c.scale;
+    opt.block_size = c.block;
+    opt.path = path;
+    return opt;
+  }
+  void run(Path path, int threads = 1) {
+    Options opt = options(path);
+    opt.threads = threads;
+    backward(qv(), kv(), vv(), dov(), out(dq, c.q_heads, c.dk), out(dk, c.kv_heads, c.dk), out(dv, c.kv_heads, c.dv),
+             opt, s0v(), ds1v(), state_view(ds0.data(), c.batch, c.kv_heads, c.dk, c.dv), dsl.data());
+  }
+};
+
+std::string format_error(double e) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2e", e);
+  return buf;
+}
+
+/** The worst relative RMS error over dq, dk, dv, dS_in and d_slopes of one case on `path`. */
+struct Errors {
+  double dq, dk, dv, ds0, dsl;
+};
+
+Errors run_case(Path path, const Case& c) {
+  Problem p(c);
+  p.run(path);
+  const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
+  return {rel_rms(contiguous(p.out(p.dq, c.q_heads, c.dk)), ref.dq),
+          rel_rms(contiguous(p.out(p.dk, c.kv_heads, c.dk)), ref.dk),
+          rel_rms(contiguous(p.out(p.dv, c.kv_heads, c.dv)), ref.dv), rel_rms(p.ds0, ref.d_state_in),
+          rel_rms(p.dsl, ref.d_slopes)};
+}
+
+class Backward : public ::testing::TestWithParam<Path> {
+ protected:
+  void expect_close(const Case& c) {
+    const Errors e = run_case(GetParam(), c);
+    const std::string what = "n=" + std::to_string(c.n) + " dk=" + std::to_string(c.dk) + " dv=" +
+                             std::to_string(c.dv) + " block=" + std::to_string(c.block) + " heads=" +
+                             std::to_string(c.q_heads) + "/" + std::to_string(c.kv_heads) +
+                             " state_in=" + std::to_string(c.state_in) + " d_state_out=" + std::to_string(c.d_state_out);
+    // What each case determines: no token gradients at n = 0; no slope gradient without a path through lambda.
+    const bool has_slope_path = c.n > 1 || (c.state_in && (c.n == 1 || c.d_state_out));
+    check(c.n > 0, e.dq, "dq", what);
+    check(c.n > 0, e.dk, "dk", what);
+    check(c.n > 0, e.dv, "dv", what);
+    check(c.n > 0 || c.d_state_out, e.ds0, "d_state_in", what);
+    check(has_slope_path, e.dsl, "d_slopes", what);
+  }
+  void check(bool applies, double err, const char* name, const std::string& what) {
+    if (!applies) return;
+    EXPECT_LE(err, kFp32Tolerance) << name << " " << what;
+    worst_[name] = std::max(worst_[name], err);
+  }
+  // The worst error of each gradient is printed, for the record of what each path achieves.
+  void TearDown() override {
+    if (worst_.empty()) return;
+    std::string line;
+    for (const auto& [name, err] : worst_) line += " " + name + " " + format_error(err);
+    std::printf("[ worst    ] %s:%s\n", path_name(GetParam()), line.c_str());
+  }
+  std::map<std::string, double> worst_;
+};
+
+TEST_P(Backward, SequenceLengthsAroundTheBlock) {
+  for (int64_t block : {16, 64})
+    for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{2}, block - 1, block, block + 1, 2 * block + 1})
+      expect_close({2, 7, 7, n, 16, 24, block});
+  expect_close({1, 7, 7, 997, 16, 8, 64});
+}
+
+// Slopes 0 and 1e-6, where every token reaches every later one: the longest reach of the adjoint state.
+TEST_P(Backward, LongSequence) { expect_close({1, 2, 2, 4096, 16, 8, 0}); }
+
+TEST_P(Backward, StatesPresentOrAbsent) {
+  for (bool s_in : {false, true})
+    for (bool ds_out : {false, true}) {
+      Case c{1, 7, 7, 150, 16, 12, 32};
+      c.state_in = s_in;
+      c.d_state_out = ds_out;
+      expect_close(c);
+    }
+  Case c{1, 7, 7, 0, 8, 4, 16};  // n = 0: dS_in = dS_out, every slope gradient 0
+  expect_close(c);
+}
+
+TEST_P(Backward, HeadDims) {
+  const std::pair<int64_t, int64_t> dims[] = {{1, 1}, {3, 3}, {1, 40}, {40, 1}, {3, 16}, {64, 32}, {128, 128}, {17, 33}};
+  for (const auto& [dk, dv] : dims) expect_close({1, 2, 2, 129, dk, dv, 0});
+}
+
+TEST_P(Backward, BlockSizes) {
+  for (int64_t block : {1, 2, 5, 63, 65, 100, 256, 300}) expect_close({1, 7, 7, 300, 16, 8, block});
+}
+
+TEST_P(Backward, BatchSeqHeadsMemoryOrder) {
+  expect_close({2, 7, 7, 200, 16, 16, 64, Layout::bnhd});
+  expect_close({2, 5, 5, 65, 3, 5, 16, Layout::bnhd, false, true});
+}
+
+TEST_P(Backward, Scale) {
+  expect_close({1, 3, 3, 100, 16, 16, 32, Layout::bhnd, true, true, 0.125f});
+  expect_close({1, 3, 3, 100, 16, 16, 32, Layout::bhnd, true, true, -2.0f});
+}
+
+TEST_P(Backward, GroupedHeads) {
+  expect_close({2, 6, 2, 150, 16, 8, 32});  // GQA: 3 q heads per k/v head
+  expect_close({1, 4, 1, 150, 8, 16, 64});  // MQA
+}
+
+TEST_P(Backward, ThreadsGiveTheSameBits) {
+  Problem a({3, 7, 7, 200, 16, 8, 32}), b({3, 7, 7, 200, 16, 8, 32});
+  a.run(GetParam(), 1);
+  b.run(GetParam(), 0);
+  EXPECT_EQ(a.dq, b.dq);
+  EXPECT_EQ(a.dk, b.dk);
+  EXPECT_EQ(a.dv, b.dv);
+  EXPECT_EQ(a.ds0, b.ds0);
+  EXPECT_EQ(a.dsl, b.dsl);
+}
+
+// Each output asked for alone is the same bits as in the full call, and nothing else is written.
+TEST_P(Backward, OptionalOutputsAlone) {
+  const Case c{2, 6, 3, 100, 16, 8, 32};
+  Problem full(c);
+  full.run(GetParam());
+  for (int which = 0; which < 5; ++which) {
+    Problem p(c);
+    View<float> dq, dk, dv, ds0;
+    float* dsl = nullptr;
+    if (which == 0) dq = p.out(p.dq, c.q_heads, c.dk);
+    if (which == 1) dk = p.out(p.dk, c.kv_heads, c.dk);
+    if (which == 2) dv = p.out(p.dv, c.kv_heads, c.dv);
+    if (which == 3) ds0 = state_view(p.ds0.data(), c.batch, c.kv_heads, c.dk, c.dv);
+    if (which == 4) dsl = p.dsl.data();
+    backward(p.qv(), p.kv(), p.vv(), p.dov(), dq, dk, dv, p.options(GetParam()), p.s0v(), p.ds1v(), ds0, dsl);
+    const auto untouched = [](const std::vector<float>& x) {
+      return std::all_of(x.begin(), x.end(), [](float e) { return e == -7.0f; });
+    };
+    EXPECT_TRUE(which == 0 ? p.dq == full.dq : untouched(p.dq)) << which;
+    EXPECT_TRUE(which == 1 ? p.dk == full.dk : untouched(p.dk)) << which;
+    EXPECT_TRUE(which == 2 ? p.dv == full.dv : untouched(p.dv)) << which;
+    EXPECT_TRUE(which == 3 ? p.ds0 == full.ds0 : untouched(p.ds0)) << which;
+    EXPECT_TRUE(which == 4 ? p.dsl == full.dsl : untouched(p.dsl)) << which;
+  }
+}
+
+// A sequence split in two, the state carried forward and dS passed back in place, gives the
+// gradients of the whole; the slope gradients of the pieces add up.
+TEST_P(Backward, ChunkedEqualsWhole) {
+  const int64_t B = 2, H = 3, n = 300, dk = 16, dv = 12, cut = 113;
+  const float slopes[] = {0.05f, 1e-6f, 8.0f};
+  auto q = randn(B * H * n * dk, 0.5f, 31), k = randn(B * H * n * dk, 0.5f, 32), v = randn(B * H * n * dv, 1, 33);
+  auto d_o = randn(B * H * n * dv, 1, 34), s0 = randn(B * H * dk * dv, 0.3f, 35), ds1 = randn(B * H * dk * dv, 0.3f, 36);
+  const auto part = [&](std::vector<float>& x, int64_t d, int64_t t0, int64_t len) {
+    return View<float>(x.data() + t0 * d, B, H, len, d, H * n * d, n * d, d);
+  };
+  const auto state = [&](std::vector<float>& s) { return state_view(s.data(), B, H, dk, dv); };
+  const auto cstate = [&](const std::vector<float>& s) { return state_view(s.data(), B, H, dk, dv); };
+  Options opt;
+  opt.slopes = slopes;
+  opt.path = GetParam();
+  opt.block_size = 32;
+  std::vector<float> dq(q.size()), dk_(k.size()), dv_(v.size()), ds0(s0.size()), dsl(H);
+  backward(part(q, dk, 0, n), part(k, dk, 0, n), part(v, dv, 0, n), part(d_o, dv, 0, n), part(dq, dk, 0, n),
+           part(dk_, dk, 0, n), part(dv_, dv, 0, n), opt, cstate(s0), cstate(ds1), state(ds0), dsl.data());
+
+  std::vector<float> o(B * H * n * dv), s_mid(s0.size()), pq(q.size()), pk(k.size()), pv(v.size()), ds = ds1;
+  std::vector<float> dsl1(H), dsl2(H);
+  forward(part(q, dk, 0, cut), part(k, dk, 0, cut), part(v, dv, 0, cut), part(o, dv, 0, cut), opt, cstate(s0),
+          state(s_mid));
+  // The second piece from the carried state; its dS_in overwrites dS in place, then the first piece.
+  backward(part(q, dk, cut, n - cut), part(k, dk, cut, n - cut), part(v, dv, cut, n - cut), part(d_o, dv, cut, n - cut),
+           part(pq, dk, cut, n - cut), part(pk, dk, cut, n - cut), part(pv, dv, cut, n - cut), opt, cstate(s_mid),
+           cstate(ds), state(ds), dsl2.data());
+  backward(part(q, dk, 0, cut), part(k, dk, 0, cut), part(v, dv, 0, cut), part(d_o, dv, 0, cut), part(pq, dk, 0, cut),
+           part(pk, dk, 0, cut), part(pv, dv, 0, cut), opt, cstate(s0), cstate(ds), state(ds), dsl1.data());
+  const auto d = [](const std::vector<float>& x) { return std::vector<double>(x.begin(), x.end()); };
+  EXPECT_LE(rel_rms(pq, d(dq)), kFp32Tolerance);
+  EXPECT_LE(rel_rms(pk, d(dk_)), kFp32Tolerance);
+  EXPECT_LE(rel_rms(pv, d(dv_)), kFp32Tolerance);
+  EXPECT_LE(rel_rms(ds, d(ds0)), kFp32Tolerance);
+  for (int64_t h = 0; h < H; ++h) dsl1[h] += dsl2[h];
+  EXPECT_LE(rel_rms(dsl1, d(dsl)), kFp32Tolerance);
+}
+
+LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);
+
+// The reference gradients against central differences of L = sum do . o + <dS_out, S_out>, evaluated
+// in double by the forward reference. L is linear in each single element of q, k, v and S_in, so their
+// differences are exact up to rounding; the slopes' are O(eps^2).
+TEST(BackwardReference, MatchesFiniteDifferences) {
+  const int64_t B = 2, H = 4, G = 2, n = 9, dk = 3, dv = 2;
+  auto q = randn(B * H * n * dk, 0.7f, 41), k = randn(B * G * n * dk, 0.7f, 42), v = randn(B * G * n * dv, 1, 43);
+  auto d_o = randn(B * H * n * dv, 1, 44), s0 = randn(B * G * dk * dv, 1, 45), ds1 = randn(B * G * dk * dv, 1, 46);
+  std::vector<float> slopes = {0.3f, 0.05f};
+  const double scale = 0.7;
+  const auto qv = bhnd<const float>(q.data(), B, H, n, dk), kv = bhnd<const float>(k.data(), B, G, n, dk),
+             vv = bhnd<const float>(v.data(), B, G, n, dv), dov = bhnd<const float>(d_o.data(), B, H, n, dv);
+  const auto s0v = state_view(static_cast<const float*>(s0.data()), B, G, dk, dv);
+  const auto ds1v = state_view(static_cast<const float*>(ds1.data()), B, G, dk, dv);
+  const auto loss = [&] {
+    const auto r = reference::quadratic(qv, kv, vv, slopes.data(), scale, s0v);
+    double l = 0;
+    for (size_t i = 0; i < r.o.size(); ++i) l += r.o[i] * d_o[i];
+    for (size_t i = 0; i < r.state.size(); ++i) l += r.state[i] * ds1[i];
+    return l;
+  };
+  const auto g = reference::backward_quadratic(qv, kv, vv, dov, slopes.data(), scale, s0v, ds1v);
+  // Central difference for every element of x, with the step actually representable in float.
+  const auto check = [&](std::vector<float>& x, const std::vector<double>& grad, float eps, double tol, const char* name) {
+    ASSERT_EQ(x.size(), grad.size());
+    std::vector<double> fd(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float x0 = x[i];
+      x[i] = x0 + eps;
+      const double up = loss(), hi = x[i];
+      x[i] = x0 - eps;
+      const double down = loss(), lo = x[i];
+      x[i] = x0;
+      fd[i] = (up - down) / (hi - lo);
+    }
+    EXPECT_LE(rel_rms(fd, grad), tol) << name;
+  };
+  check(q, g.dq, 1e-2f, 1e-9, "dq");
+  check(k, g.dk, 1e-2f, 1e-9, "dk");
+  check(v, g.dv, 1e-2f, 1e-9, "dv");
+  check(s0, g.d_state_in, 1e-2f, 1e-9, "d_state_in");
+  check(slopes, g.d_slopes, 1e-3f, 1e-5, "d_slopes");
+}
+
+// Every bad input throws before anything is written.
+TEST(BackwardErrors, RejectsBadInputAndWritesNothing) {
+  constexpr int64_t B = 2, H = 2, N = 10, DK = 4, DV = 3;
+  auto q = randn(B * H * N * DK, 1, 1), k = randn(B * H * N * DK, 1, 2), v = randn(B * H * N * DV, 1, 3);
+  auto d_o = randn(B * H * N * DV, 1, 4), s0 = randn(B * H * DK * DV, 1, 5), ds1 = randn(B * H * DK * DV, 1, 6);
+  std::vector<float> dq(q.size(), 42.0f), dk(k.size(), 42.0f), dv(v.size(), 42.0f), ds0(s0.size(), 42.0f), dsl(H, 42.0f);
+  const auto in = [](const std::vector<float>& x, int64_t d) { return bhnd<const float>(x.data(), B, H, N, d); };
+  const auto out = [](std::vector<float>& x, int64_t d) { return bhnd(x.data(), B, H, N, d); };
+  const auto st = [](std::vector<float>& x) { return state_view(x.data(), B, H, DK, DV); };
+  const auto cst = [](const std::vector<float>& x) { return state_view(x.data(), B, H, DK, DV); };
+  struct Call {
+    View<const float> q, k, v, d_o;
+    View<float> dq, dk, dv;
+    Options opt;
+    View<const float> s0, ds1;
+    View<float> ds0;
+    float* dsl;
+  };
+  const Call good{in(q, DK), in(k, DK), in(v, DV), in(d_o, DV), out(dq, DK), out(dk, DK), out(dv, DV), {}, cst(s0),
+                  cst(ds1), st(ds0), dsl.data()};
+  const auto expect_rejected = [&](const Call& c, std::initializer_list<const char*> fragments) {
+    try {
+      backward(c.q, c.k, c.v, c.d_o, c.dq, c.dk, c.dv, c.opt, c.s0, c.ds1, c.ds0, c.dsl);
+      ADD_FAILURE() << "no exception";
+    } catch (const lightning::invalid_argument& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("lightning::backward"), std::string::npos) << msg;
+      for (const char* f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << "'" << f << "' not in: " << msg;
+    }
+    for (const auto* x : {&dq, &dk, &dv, &ds0, &dsl})
+      EXPECT_TRUE(std::all_of(x->begin(), x->end(), [](float e) { return e == 42.0f; }));
+  };
+  Call c = good;
+  c.k.seq = N - 1;
+  expect_rejected(c, {"k [", "seq=9"});
+  c = good;
+  c.d_o.dim = DV + 1;
+  expect_rejected(c, {"d_o [", "dim=4"});
+  c = good;
+  c.dq.dim = DK - 1;
+  expect_rejected(c, {"dq [", "dim=3"});
+  c = good;
+  c.dk.heads = 1;
+  expect_rejected(c, {"dk [", "heads=1"});
+  c = good;
+  c.dv.batch = 1;
+  expect_rejected(c, {"dv [", "batch=1"});
+  c = good;
+  c.ds1.seq = DK + 1;
+  expect_rejected(c, {"d_state_out [", "seq=5"});
+  c = good;
+  c.ds0.dim = 1;
+  expect_rejected(c, {"d_state_in [", "dim=1"});
+  c = good;
+  c.d_o.data = nullptr;
+  expect_rejected(c, {"d_o [", "null data"});
+  c = good;
+  c.dv.seq_stride = 0;
+  expect_rejected(c, {"output dv", "write some elements twice"});
+  c = good;
+  c.dq = View<float>(const_cast<float*>(q.data()), B, H, N, DK, H * N * DK, N * DK, DK);
+  expect_rejected(c, {"output dq overlaps q"});
+  c = good;
+  c.dk = View<float>(dq.data(), B, H, N, DK, H * N * DK, N * DK, DK);
+  expect_rejected(c, {"output dk overlaps dq"});
+  c = good;
+  c.dsl = const_cast<float*>(d_o.data()) + 5;
+  expect_rejected(c, {"output d_slopes overlaps d_o"});
+  c = good;
+  c.ds0 = state_view(ds0.data() + 1, B, H, DK, DV - 1);  // a shape mismatch reported before overlap
+  expect_rejected(c, {"d_state_in ["});
+  std::vector<float> big(2 * s0.size(), 42.0f);
+  c = good;
+  c.ds1 = state_view(static_cast<const float*>(big.data()), B, H, DK, DV);
+  c.ds0 = state_view(big.data() + 1, B, H, DK, DV);  // overlaps d_state_out without being the same view
+  expect_rejected(c, {"output d_state_in overlaps d_state_out"});
+  const float bad_slopes[] = {0.1f, -1.0f};
+  c = good;
+  c.opt.slopes = bad_slopes;
+  expect_rejected(c, {"slopes[1]", "-1"});
+  c = good;
+  c.opt.block_size = -2;
+  expect_rejected(c, {"options.block_size", "-2"});
+  // The gradient carried in place (d_state_in the very same view as d_state_out) is allowed.
+  std::vector<float> carried = ds1;
+  backward(good.q, good.k, good.v, good.d_o, good.dq, good.dk, good.dv, {}, good.s0,
+           state_view(static_cast<const float*>(carried.data()), B, H, DK, DV), st(carried));
+  EXPECT_NE(carried, ds1);
+}
+
+}  // namespace
+}  // namespace lightning::test

@@ -1,0 +1,20 @@
+// Prints the backward/forward time ratio per compiled path: time_backward [n] [heads] [d] [reps] [slope_gradient].
+#include <cstdio>
+#include <cstdlib>
+
+#include "backward_timing.hpp"
+
+int main(int argc, char** argv) {
+  const int64_t n = argc > 1 ? std::atoll(argv[1]) : 16384;
+  const int64_t heads = argc > 2 ? std::atoll(argv[2]) : 8;
+  const int64_t d = argc > 3 ? std::atoll(argv[3]) : 128;
+  const int reps = argc > 4 ? std::atoi(argv[4]) : 7;
+  const bool slope_gradient = argc > 5 && std::atoi(argv[5]) != 0;
+  for (lightning::Path path : lightning::compiled_paths) {
+    const auto t = lightning::tools::time_backward(1, heads, n, d, d, path, reps, 1, slope_gradient);
+    std::printf("path %-7s n %lld heads %lld d %lld%s: forward %.4f s, backward %.4f s, median ratio %.2f (%d reps)\n",
+                lightning::path_name(path), static_cast<long long>(n), static_cast<long long>(heads),
+                static_cast<long long>(d), slope_gradient ? " +d_slopes" : "", t.forward_seconds, t.backward_seconds,
+                t.ratio, reps);
+  }
+}
