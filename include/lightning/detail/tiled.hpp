@@ -9,6 +9,7 @@
 #include "lightning/detail/convert.hpp"
 #include "lightning/detail/gemm.hpp"
 #include "lightning/detail/parallel.hpp"
+#include "lightning/detail/seqpar.hpp"
 #include "lightning/kernels/avx2.hpp"
 #include "lightning/kernels/scalar.hpp"
 #include "lightning/types.hpp"
@@ -160,14 +161,82 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     }
 }
 
+/**
+ * The sequence-parallel forward (SPEC.md) over `workers` threads: the (batch, k/v head) items laid
+ * end to end are cut into equal shares; each piece runs from a zero state (an item's first piece
+ * from state_in), the states of each item's pieces are scanned, and the later pieces' outputs are
+ * corrected, those rows shared out evenly again.
+ */
+template <Path P, class T>
+void forward_split(const ForwardArgs<T>& a, int workers, const std::vector<Piece>& pieces) {
+  const int64_t G = a.k.heads, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / G, size = dk * dv;
+  std::vector<float> states(pieces.size() * static_cast<size_t>(size));
+  std::vector<Workspace> ws(static_cast<size_t>(workers), Workspace(a.block, dk, dv));
+  // Share w is an item of parallel_for, run by whichever thread takes it.
+  parallel_for(workers, workers, [&](int thread, int64_t share) {
+    for (size_t p = 0; p < pieces.size(); ++p) {
+      if (pieces[p].worker != share) continue;
+      const int64_t b = pieces[p].item / G, g = pieces[p].item % G;
+      ForwardArgs<T> piece = a;
+      if (p > 0 && pieces[p - 1].item == pieces[p].item) piece.state_in = {};
+      piece.state_out = View<float>(states.data() + p * static_cast<size_t>(size), 1, 1, dk, dv, 0, 0, dv);
+      forward_group<P>(piece, b, g, ws[static_cast<size_t>(thread)], pieces[p].begin, pieces[p].end, b);
+    }
+  });
+  // The exclusive scan of each item's piece states, in place: states[p] becomes the true state after
+  // piece p, so piece p's incoming state is states[p - 1].
+  struct Rows { size_t piece; int64_t begin, end; };
+  std::vector<Rows> rows;
+  int64_t total = 0;
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    const int64_t g = pieces[p].item % G;
+    float* s = states.data() + p * static_cast<size_t>(size);
+    if (p > 0 && pieces[p - 1].item == pieces[p].item) {
+      combine_states<P>(size, s - size, s, a.slopes ? a.slopes[g] : 0.0, pieces[p].end - pieces[p].begin);
+      rows.push_back({p, pieces[p].begin, pieces[p].end});
+      total += pieces[p].end - pieces[p].begin;
+    }
+    if (!a.state_out.absent() && (p + 1 == pieces.size() || pieces[p + 1].item != pieces[p].item))
+      for (int64_t i = 0; i < dk; ++i) std::copy_n(s + i * dv, dv, a.state_out.row(pieces[p].item / G, g, i));
+  }
+  parallel_for(workers, workers, [&](int, int64_t share) {
+    std::vector<float> scratch;
+    const int64_t lo = total * share / workers, hi = total * (share + 1) / workers;
+    int64_t at = 0;  // position of rows[r] on the line of rows to correct
+    for (const Rows& r : rows) {
+      const int64_t len = r.end - r.begin, from = std::max(lo, at), to = std::min(hi, at + len);
+      if (from < to) {
+        const Piece& pc = pieces[r.piece];
+        const int64_t b = pc.item / G, g = pc.item % G;
+        const float* s_in = states.data() + (r.piece - 1) * static_cast<size_t>(size);
+        for (int64_t h = g * group; h < (g + 1) * group; ++h)
+          correct_readout<P>(a.q, a.o, b, h, pc.begin, r.begin + from - at, r.begin + to - at, s_in,
+                             a.slopes ? a.slopes[g] : 0.0, a.scale, a.block, scratch);
+      }
+      at += len;
+    }
+  });
+}
+
+/**
+ * Threads over (batch, k/v head) items when their count is a multiple of the threads; otherwise
+ * (fewer items than threads, or a remainder) along the sequence too, so every thread gets an
+ * equal share of the tokens.
+ */
 template <Path P, class T>
 void forward_all(const ForwardArgs<T>& a, int threads) {
-  const int64_t items = a.q.batch * a.k.heads;
+  const int64_t items = a.q.batch * a.k.heads, n = a.q.seq;
+  const int wanted = worker_count(threads, INT32_MAX);
+  // A share of fewer than 8 blocks is not worth the correction and the extra thread start.
+  if (wanted > 1 && items % wanted != 0 && items * n / wanted >= 8 * a.block) {
+    forward_split<P>(a, wanted, split_line(std::vector<int64_t>(static_cast<size_t>(items), n), wanted, a.block));
+    return;
+  }
   const int workers = worker_count(threads, items);
   std::vector<Workspace> ws(static_cast<size_t>(workers), Workspace(a.block, a.q.dim, a.v.dim));
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t b = item / a.k.heads;
-    forward_group<P>(a, b, item % a.k.heads, ws[static_cast<size_t>(worker)], 0, a.q.seq, b);
+    forward_group<P>(a, b, item % a.k.heads, ws[static_cast<size_t>(worker)], 0, n, b);
   });
 }
 

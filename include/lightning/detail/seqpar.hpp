@@ -1,0 +1,109 @@
+// Sequence parallelism (SPEC.md): pieces run from a zero state, an exclusive scan of their states, a read-out correction.
+//
+// Shared by the threaded split of detail/tiled.hpp and by anything that computes pieces elsewhere
+// (processes): the scan operator and the correction are built on gemm<P>/Kernels<P>, so every path
+// has them, and every decay factor is a non-negative power exp(-slope n) taken in double.
+#pragma once
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#include "lightning/detail/convert.hpp"
+#include "lightning/detail/gemm.hpp"
+#include "lightning/types.hpp"
+
+namespace lightning::detail {
+
+/** lambda^n = exp(-slope n) for n >= 0, in double; below the smallest normal float it is 0. */
+inline float decay_power(double slope, int64_t n) {
+  const double p = std::exp(-slope * static_cast<double>(n));
+  return p < FLT_MIN ? 0.0f : static_cast<float>(p);
+}
+
+/**
+ * The scan operator (A, n_a) then (B, n_b) -> (lambda^{n_b} A + B, n_a + n_b), in place on the
+ * later element: later = lambda^{n_later} earlier + later over `count` floats.
+ */
+template <Path P>
+void combine_states(int64_t count, const float* earlier, float* later, double slope, int64_t n_later) {
+  const float p = decay_power(slope, n_later);
+  if (p != 0.0f) kernels::Kernels<P>::axpy(count, p, earlier, later);
+}
+
+/**
+ * The read-out correction of a piece that ran from a zero state while its true incoming state is S
+ * (d_k x d_v, contiguous): o_t += scale lambda^{t - piece_begin + 1} q_t S for rows t in
+ * [row_begin, row_end) of q head h. `scratch` grows to block * (d_k + d_v) floats.
+ */
+template <Path P, class T>
+void correct_readout(const View<const T>& q, const View<T>& o, int64_t b, int64_t h, int64_t piece_begin,
+                     int64_t row_begin, int64_t row_end, const float* S, double slope, float scale, int64_t block,
+                     std::vector<float>& scratch) {
+  const int64_t dk = q.dim, dv = o.dim;
+  scratch.resize(static_cast<size_t>(block * (dk + dv)));
+  float* Q = scratch.data();
+  float* R = Q + block * dk;
+  for (int64_t t0 = row_begin; t0 < row_end; t0 += block) {
+    const int64_t m = std::min(block, row_end - t0);
+    // Once lambda^{i+1} underflows every later row's correction is 0 too.
+    if (decay_power(slope, t0 - piece_begin + 1) == 0.0f) return;
+    for (int64_t i = 0; i < m; ++i) {
+      const T* qr = q.row(b, h, t0 + i);
+      for (int64_t c = 0; c < dk; ++c) Q[i * dk + c] = to_float(qr[c]);
+    }
+    gemm<P>(Part::full, m, dv, dk, Q, dk, S, dv, R, dv, 0.0f);
+    for (int64_t i = 0; i < m; ++i) {
+      const float f = static_cast<float>(scale * static_cast<double>(decay_power(slope, t0 + i - piece_begin + 1)));
+      T* orow = o.row(b, h, t0 + i);
+      if constexpr (std::is_same_v<T, float>) {
+        kernels::Kernels<P>::axpy(dv, f, R + i * dv, orow);
+      } else {
+        for (int64_t c = 0; c < dv; ++c) orow[c] = from_float<T>(to_float(orow[c]) + f * R[i * dv + c]);
+      }
+    }
+  }
+}
+
+/** A consecutive run [begin, end) of one work item's tokens, computed by one worker. */
+struct Piece {
+  int64_t item, begin, end;
+  int worker;
+};
+
+/**
+ * Splits work items of the given lengths over `workers`: the items laid end to end form one line
+ * of tokens, cut into equal consecutive shares, each cut moved to a multiple of `align` inside its
+ * item. Pieces come in item order, then token order; an item of length 0 gets one empty piece.
+ */
+inline std::vector<Piece> split_line(const std::vector<int64_t>& lengths, int workers, int64_t align) {
+  std::vector<int64_t> start(lengths.size() + 1, 0);  // where each item starts on the line
+  for (size_t i = 0; i < lengths.size(); ++i) start[i + 1] = start[i] + lengths[i];
+  const int64_t total = start.back();
+  std::vector<int64_t> cut(static_cast<size_t>(workers) + 1, total);  // worker w's share starts at cut[w]
+  for (int w = 0; w < workers; ++w) {
+    const int64_t x = total * w / workers;
+    const size_t i = static_cast<size_t>(std::upper_bound(start.begin(), start.end(), x) - start.begin()) - 1;
+    const int64_t off = x - start[i];
+    cut[static_cast<size_t>(w)] = i < lengths.size() ? start[i] + std::min(lengths[i], (off + align / 2) / align * align)
+                                                     : total;
+  }
+  std::vector<Piece> pieces;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const int64_t s = start[i], e = start[i + 1];
+    for (int w = 0; w < workers; ++w) {
+      const int64_t lo = std::max(s, cut[static_cast<size_t>(w)]), hi = std::min(e, cut[static_cast<size_t>(w) + 1]);
+      // An empty item goes to the worker whose share holds its place on the line.
+      if (hi > lo || (s == e && cut[static_cast<size_t>(w)] <= s && (s < cut[static_cast<size_t>(w) + 1] || w + 1 == workers))) {
+        pieces.push_back({static_cast<int64_t>(i), s == e ? 0 : lo - s, s == e ? 0 : hi - s, w});
+        if (s == e) break;
+      }
+    }
+  }
+  return pieces;
+}
+
+}  // namespace lightning::detail
