@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -295,8 +296,13 @@ std::pair<long, long> child_memory(const Method& m, int64_t n, int64_t d) {
 
 // ---- Summary.
 
-/** Least-squares slope of log t against log n over the points with n >= from (all points if < 2 remain). */
-std::pair<double, int64_t> fit_exponent(const std::string& method, int64_t d, int64_t from) {
+struct Fit {
+  double slope = NAN, intercept = NAN;  // log t = intercept + slope log n
+  int64_t from = 0;                     // the smallest n fitted over (0: every measured n)
+};
+
+/** Least-squares line of log t against log n over the points with n >= from (all points if < 2 remain). */
+Fit fit_exponent(const std::string& method, int64_t d, int64_t from) {
   std::vector<std::pair<double, double>> pts, all;
   for (auto& r : rows)
     if (r.method == method && r.d == d && r.seconds > 0) {
@@ -308,13 +314,13 @@ std::pair<double, int64_t> fit_exponent(const std::string& method, int64_t d, in
     pts = all;
     used_from = 0;
   }
-  if (pts.size() < 2) return {NAN, used_from};
+  if (pts.size() < 2) return {NAN, NAN, used_from};
   double mx = 0, my = 0;
   for (auto& [x, y] : pts) mx += x, my += y;
   mx /= pts.size(), my /= pts.size();
   double sxy = 0, sxx = 0;
   for (auto& [x, y] : pts) sxy += (x - mx) * (y - my), sxx += (x - mx) * (x - mx);
-  return {sxy / sxx, used_from};
+  return {sxy / sxx, my - sxy / sxx * mx, used_from};
 }
 
 double seconds_of(const std::string& method, int64_t n, int64_t d) {
@@ -325,7 +331,16 @@ double seconds_of(const std::string& method, int64_t n, int64_t d) {
 
 void summarise(const std::vector<Method>& list, std::ostream& out) {
   char buf[256];
-  out << "\nCPU: " << benchmark::CPUInfo::Get().num_cpus << " cores, threads per row: "
+  std::string cpu = "unknown CPU", line;
+  for (std::ifstream f("/proc/cpuinfo"); std::getline(f, line);)
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  const std::time_t now = std::time(nullptr);
+  char date[32];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  out << "\n" << date << ", CPU: " << cpu << ", " << benchmark::CPUInfo::Get().num_cpus << " cores, threads per row: "
       << (cfg.threads == 0 ? "all" : "1") << "\nFMA peak (FLOP/s per ISA loop):";
   for (auto& [p, f] : peaks)
     if (p != Path::automatic) out << ' ' << lightning::path_name(p) << ' ' << f / 1e9 << " G";
@@ -361,8 +376,9 @@ void summarise(const std::vector<Method>& list, std::ostream& out) {
   out << "\nScaling exponent p in time ~ n^p (log-log least squares):\n\n| method | d | p | over n >= |\n|---|---:|---:|---:|\n";
   for (auto& m : list)
     for (int64_t d : cfg.ds) {
-      const auto [p, from] = fit_exponent(m.name, d, 4096);
-      std::snprintf(buf, sizeof buf, "| %s | %lld | %.2f | %lld |\n", m.name.c_str(), (long long)d, p, (long long)from);
+      const auto [p, intercept, from] = fit_exponent(m.name, d, 4096);
+      std::snprintf(buf, sizeof buf, "| %s | %lld | %.2f | %s |\n", m.name.c_str(), (long long)d, p,
+                    from ? std::to_string(from).c_str() : "all measured n");
       out << buf;
     }
 
@@ -380,9 +396,14 @@ void summarise(const std::vector<Method>& list, std::ostream& out) {
         cross = -1;
       }
     }
-    if (cross == cfg.ns.front())
-      std::snprintf(buf, sizeof buf, "  d = %lld: lightning is faster at every n measured: the crossover is below n = %lld\n",
-                    (long long)d, (long long)cross);
+    if (cross == cfg.ns.front()) {
+      // Below the sweep: where the two fitted lines (over every measured n) meet.
+      const Fit fl = fit_exponent(best, d, 0), ff = fit_exponent("flash_softmax", d, 0);
+      const double at = std::exp((fl.intercept - ff.intercept) / (ff.slope - fl.slope));
+      std::snprintf(buf, sizeof buf,
+                    "  d = %lld: lightning is faster at every n measured, from n = %lld; the fitted lines cross at n = %.0f\n",
+                    (long long)d, (long long)cross, at);
+    }
     else if (cross > 0)
       std::snprintf(buf, sizeof buf, "  d = %lld: lightning is faster for n >= %lld (measured up to n = %lld)\n",
                     (long long)d, (long long)cross, (long long)last_both);
@@ -409,7 +430,7 @@ void memory_report(const std::vector<Method>& list, std::ostream& out) {
 /** Time against n per method and d for gnuplot, and the script that plots it. */
 void write_plot(const std::vector<Method>& list) {
   std::ofstream gp(cfg.out + "/plot.gp");
-  gp << "set terminal pngcairo size 1400,600\nset output '" << cfg.out << "/scaling.png'\n"
+  gp << "set terminal pngcairo size 1400,600 noenhanced\nset output '" << cfg.out << "/scaling.png'\n"
      << "set logscale xy\nset xlabel 'n (tokens)'\nset ylabel 'seconds'\nset key top left\nset grid\n"
      << "set multiplot layout 1," << cfg.ds.size() << "\n";
   for (int64_t d : cfg.ds) {
