@@ -50,55 +50,41 @@ Config cfg;
 // ---- FMA peaks: one loop per ISA, 16 independent accumulators so only throughput limits it. The
 // accumulator is the addend (a * b + acc): with it as a multiplicand Zen's FMA runs at half rate.
 
-#if LIGHTNING_HAVE_AVX2
-double fma_peak_avx2() {
+/** FLOP/s of 16 independent chains acc = a * b + acc on Vec, a vector of kLanes floats. */
+template <class Vec, int kLanes, class Set1, class Fmadd, class First>
+double fma_peak(Set1 set1, Fmadd fmadd, First first) {
   constexpr int kAcc = 16;
-  __m256 acc[kAcc];
-  for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
-  const __m256 a = _mm256_set1_ps(0.9999f), b = _mm256_set1_ps(1e-6f);
+  Vec acc[kAcc];
+  for (int i = 0; i < kAcc; ++i) acc[i] = set1(static_cast<float>(i));
+  volatile float va = 0.9999f, vb = 1e-6f;  // not constants, so a * b is not folded away
+  const Vec a = set1(va), b = set1(vb);
   const int64_t iters = 2'000'000;
   const auto t0 = Clock::now();
   for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_fmadd_ps(a, b, acc[i]);
+    for (int i = 0; i < kAcc; ++i) acc[i] = fmadd(a, b, acc[i]);
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
   float sink = 0;
-  for (auto& x : acc) sink += _mm256_cvtss_f32(x);
+  for (auto& x : acc) sink += first(x);
   benchmark::DoNotOptimize(sink);
-  return 2.0 * 8 * kAcc * iters / s;
+  return 2.0 * kLanes * kAcc * iters / s;
+}
+#if LIGHTNING_HAVE_AVX2
+double fma_peak_avx2() {
+  return fma_peak<__m256, 8>([](float x) { return _mm256_set1_ps(x); },
+                             [](__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); },
+                             [](__m256 x) { return _mm256_cvtss_f32(x); });
 }
 #endif
 #if LIGHTNING_HAVE_AVX512
 double fma_peak_avx512() {
-  constexpr int kAcc = 16;
-  __m512 acc[kAcc];
-  for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
-  const __m512 a = _mm512_set1_ps(0.9999f), b = _mm512_set1_ps(1e-6f);
-  const int64_t iters = 2'000'000;
-  const auto t0 = Clock::now();
-  for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_fmadd_ps(a, b, acc[i]);
-  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  float sink = 0;
-  for (auto& x : acc) sink += _mm512_reduce_add_ps(x);
-  benchmark::DoNotOptimize(sink);
-  return 2.0 * 16 * kAcc * iters / s;
+  return fma_peak<__m512, 16>([](float x) { return _mm512_set1_ps(x); },
+                              [](__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); },
+                              [](__m512 x) { return _mm512_cvtss_f32(x); });
 }
 #endif
 [[maybe_unused]] double fma_peak_scalar() {
-  constexpr int kAcc = 16;
-  float acc[kAcc];
-  for (int i = 0; i < kAcc; ++i) acc[i] = static_cast<float>(i);
-  volatile float va = 0.9999f, vb = 1e-6f;  // not constants, so a * b is not folded away
-  const float a = va, b = vb;
-  const int64_t iters = 4'000'000;
-  const auto t0 = Clock::now();
-  for (int64_t it = 0; it < iters; ++it) {
-    for (int i = 0; i < kAcc; ++i) acc[i] = std::fma(a, b, acc[i]);
-    benchmark::ClobberMemory();
-  }
-  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  benchmark::DoNotOptimize(acc);
-  return 2.0 * kAcc * iters / s;
+  return fma_peak<float, 1>([](float x) { return x; }, [](float a, float b, float c) { return std::fma(a, b, c); },
+                            [](float x) { return x; });
 }
 
 /** Best of five runs of each ISA's loop, per path: avx2 (or scalar) for scalar/avx2 rows, avx512 for avx512. */
