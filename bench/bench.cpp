@@ -1,0 +1,524 @@
+// The benchmark: lightning's forward on every compiled path against quadratic attention over n.
+//
+// Rows are Google Benchmark runs; the summary (table, fitted exponents, crossover, peak memory)
+// and the plot data are written after the sweep from the times each row measured itself.
+#include <benchmark/benchmark.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <lightning/reference/reference.hpp>
+
+#include "methods.hpp"
+
+#if LIGHTNING_HAVE_AVX2 || LIGHTNING_HAVE_AVX512
+#include <immintrin.h>
+#endif
+
+namespace bench {
+namespace {
+
+using lightning::Path;
+using Clock = std::chrono::steady_clock;
+
+struct Config {
+  bool full = false, smoke = false;
+  int threads = 1;
+  double time_limit = 2.0;  // seconds: a row predicted to take longer is not run
+  double min_time = 0.05;
+  std::string out = "build/bench-out";
+  std::vector<int64_t> ns, ds = {64, 128};
+  int64_t memory_n = 8192;
+};
+Config cfg;
+
+// ---- FMA peaks: one loop per ISA, 16 independent accumulators so only throughput limits it. The
+// accumulator is the addend (a * b + acc): with it as a multiplicand Zen's FMA runs at half rate.
+
+/** FLOP/s of 16 independent chains acc = a * b + acc on Vec, a vector of kLanes floats. */
+template <class Vec, int kLanes, class Set1, class Fmadd, class First>
+double fma_peak(Set1 set1, Fmadd fmadd, First first) {
+  constexpr int kAcc = 16;
+  Vec acc[kAcc];
+  for (int i = 0; i < kAcc; ++i) acc[i] = set1(static_cast<float>(i));
+  volatile float va = 0.9999f, vb = 1e-6f;  // not constants, so a * b is not folded away
+  const Vec a = set1(va), b = set1(vb);
+  const int64_t iters = 2'000'000;
+  const auto t0 = Clock::now();
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < kAcc; ++i) acc[i] = fmadd(a, b, acc[i]);
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  float sink = 0;
+  for (auto& x : acc) sink += first(x);
+  benchmark::DoNotOptimize(sink);
+  return 2.0 * kLanes * kAcc * iters / s;
+}
+#if LIGHTNING_HAVE_AVX2
+double fma_peak_avx2() {
+  return fma_peak<__m256, 8>([](float x) { return _mm256_set1_ps(x); },
+                             [](__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); },
+                             [](__m256 x) { return _mm256_cvtss_f32(x); });
+}
+#endif
+#if LIGHTNING_HAVE_AVX512
+double fma_peak_avx512() {
+  return fma_peak<__m512, 16>([](float x) { return _mm512_set1_ps(x); },
+                              [](__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); },
+                              [](__m512 x) { return _mm512_cvtss_f32(x); });
+}
+#endif
+[[maybe_unused]] double fma_peak_scalar() {
+  return fma_peak<float, 1>([](float x) { return x; }, [](float a, float b, float c) { return std::fma(a, b, c); },
+                            [](float x) { return x; });
+}
+
+/** Best of five runs of each ISA's loop, per path: avx2 (or scalar) for scalar/avx2 rows, avx512 for avx512. */
+std::map<Path, double> measure_peaks() {
+  auto best_of = [](double (*f)()) {
+    double best = 0;
+    for (int i = 0; i < 5; ++i) best = std::max(best, f());
+    return best;
+  };
+  std::map<Path, double> peak;
+#if LIGHTNING_HAVE_AVX2
+  peak[Path::avx2] = best_of(fma_peak_avx2);
+#else
+  peak[Path::avx2] = best_of(fma_peak_scalar);
+#endif
+  peak[Path::scalar] = peak[Path::avx2];
+#if LIGHTNING_HAVE_AVX512
+  peak[Path::avx512] = best_of(fma_peak_avx512);
+#endif
+  double widest = 0;
+  for (auto& [p, f] : peak) widest = std::max(widest, f);
+  peak[Path::automatic] = widest;
+  return peak;
+}
+std::map<Path, double> peaks;
+
+// ---- Inputs: one shape at a time, shared by every method.
+
+const std::vector<float> kSlopes = [] {
+  // MiniMax-Text-01's schedule for 8 heads (layer 0): 2^-(h+1).
+  std::vector<float> s;
+  for (int h = 0; h < kHeads; ++h) s.push_back(std::ldexp(1.0f, -(h + 1)));
+  return s;
+}();
+
+void fill_problem(Problem& p, int64_t n, int64_t d) {
+  p.n = n;
+  p.d = d;
+  p.slopes = kSlopes.data();
+  p.threads = cfg.threads;
+  const size_t size = static_cast<size_t>(kHeads * n * d);
+  std::mt19937 rng(42);
+  std::normal_distribution<float> g(0.0f, 1.0f / std::sqrt(static_cast<float>(d)));
+  for (auto* x : {&p.q, &p.k, &p.v}) {
+    x->resize(size);
+    for (auto& e : *x) e = g(rng);
+  }
+  p.o.assign(size, 0.0f);
+}
+Problem& problem(int64_t n, int64_t d) {
+  static Problem p;
+  if (p.n != n || p.d != d) fill_problem(p, n, d);
+  return p;
+}
+
+// ---- The rows and what they measured.
+
+struct Row {
+  std::string method;
+  int64_t n = 0, d = 0;
+  double seconds = 0, flops = 0, roof = 0;  // roof: tokens/s at the roofline
+  std::string skipped;                      // why the row was not run
+};
+std::vector<Row> rows;
+Row& row_for(const std::string& m, int64_t n, int64_t d) {
+  for (auto& r : rows)
+    if (r.method == m && r.n == n && r.d == d) return r;
+  rows.push_back(Row{m, n, d, 0, 0, 0, {}});
+  return rows.back();
+}
+// The last run of each (method, d), to predict the next n's time.
+std::map<std::pair<std::string, int64_t>, std::pair<int64_t, double>> last_run;
+
+void sweep_row(benchmark::State& state, const Method& m, int64_t n, int64_t d) {
+  Row& row = row_for(m.name, n, d);
+  const auto key = std::make_pair(m.name, d);
+  if (auto it = last_run.find(key); it != last_run.end()) {
+    const double ratio = static_cast<double>(n) / static_cast<double>(it->second.first);
+    const double predicted = it->second.second * std::pow(ratio, m.kind == Kind::quadratic ? 2.0 : 1.0);
+    if (predicted > cfg.time_limit) {
+      char msg[128];
+      std::snprintf(msg, sizeof msg, "not run: predicted %.1f s > time limit %.1f s", predicted, cfg.time_limit);
+      row.skipped = msg;
+      state.SkipWithError(msg);
+      return;
+    }
+  }
+  Problem& p = problem(n, d);
+  const auto t0 = Clock::now();
+  for (auto _ : state) {
+    m.run(p);
+    benchmark::DoNotOptimize(p.o.data());
+    benchmark::ClobberMemory();
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(state.iterations());
+  const double tokens = static_cast<double>(kHeads * n);
+  row.seconds = s;
+  row.flops = m.flops(n, d);
+  row.roof = peaks[m.isa] / (4.0 * d * d);
+  last_run[key] = {n, s};
+  state.counters["tokens/s"] = benchmark::Counter(tokens, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(row.flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["roofline"] = tokens / s / row.roof;
+}
+
+// ---- Decode: one token for a batch of sequences whose states exceed the last-level cache.
+
+constexpr double kDecodeStateBytes = 64.0 * (1 << 20);  // well above the 32 MiB L3
+
+int64_t decode_batch(int64_t d) {
+  return static_cast<int64_t>(std::ceil(kDecodeStateBytes / (kHeads * d * d * sizeof(float))));
+}
+
+void decode_row(benchmark::State& state, Path path, int64_t d) {
+  const int64_t batch = decode_batch(d);
+  std::vector<float> q(batch * kHeads * d, 0.01f), k(q), v(q), o(q.size());
+  std::vector<float> states(static_cast<size_t>(batch * kHeads * d * d), 0.0f);
+  lightning::Options opt;
+  opt.slopes = kSlopes.data();
+  opt.path = path;
+  opt.threads = cfg.threads;
+  const auto t0 = Clock::now();
+  for (auto _ : state) {
+    lightning::decode(lightning::bhnd(q.data(), batch, kHeads, 1, d), lightning::bhnd(k.data(), batch, kHeads, 1, d),
+                      lightning::bhnd(v.data(), batch, kHeads, 1, d), lightning::bhnd(o.data(), batch, kHeads, 1, d),
+                      lightning::state_view(states.data(), batch, kHeads, d, d), opt);
+    benchmark::ClobberMemory();
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(state.iterations());
+  const double bytes = 2.0 * static_cast<double>(states.size() * sizeof(float));  // each state read and written once
+  Row& row = row_for(std::string("decode_") + lightning::path_name(path), batch, d);
+  row.seconds = s;
+  row.flops = recurrent_flops(1, d) * static_cast<double>(batch);
+  row.roof = bytes;  // decode rows keep the bytes moved per step here
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(batch * kHeads), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["seq_tokens/s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["state_bytes/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate,
+                                                       benchmark::Counter::kIs1024);
+}
+
+/** The bandwidth decode is judged against: read and write the same bytes in place, nothing else. */
+void bandwidth_row(benchmark::State& state, int64_t d) {
+  const int64_t batch = decode_batch(d);
+  std::vector<float> states(static_cast<size_t>(batch * kHeads * d * d), 1.0f);
+  const auto t0 = Clock::now();
+  for (auto _ : state) {
+    float* s = states.data();
+    for (size_t i = 0; i < states.size(); ++i) s[i] *= 0.999f;
+    benchmark::ClobberMemory();
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(state.iterations());
+  const double bytes = 2.0 * static_cast<double>(states.size() * sizeof(float));
+  Row& row = row_for("bandwidth_rw", batch, d);
+  row.seconds = s;
+  row.roof = bytes;
+  state.counters["state_bytes/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate,
+                                                       benchmark::Counter::kIs1024);
+}
+
+// ---- Peak resident memory: each method once in a forked child, so nothing else is counted.
+
+long status_kib(const char* field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(field, 0) == 0) return std::stol(line.substr(std::strlen(field)));
+  return -1;
+}
+
+/** {resident KiB after the inputs exist, peak KiB after the run}, or {-1, -1} on failure. */
+std::pair<long, long> child_memory(const Method& m, int64_t n, int64_t d) {
+  int fds[2];
+  if (pipe(fds) != 0) return {-1, -1};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    Problem p;
+    fill_problem(p, n, d);
+    // Reset the high-water mark to what the inputs take, so the peak is the method's own.
+    { std::ofstream("/proc/self/clear_refs") << "5"; }
+    long res[2] = {status_kib("VmRSS:"), 0};
+    m.run(p);
+    res[1] = status_kib("VmHWM:");
+    if (write(fds[1], res, sizeof res) != sizeof res) _exit(1);
+    _exit(0);
+  }
+  close(fds[1]);
+  long res[2] = {-1, -1};
+  if (read(fds[0], res, sizeof res) != sizeof res) res[0] = res[1] = -1;
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return {res[0], res[1]};
+}
+
+// ---- Summary.
+
+struct Fit {
+  double slope = NAN, intercept = NAN;  // log t = intercept + slope log n
+  int64_t from = 0;                     // the smallest n fitted over (0: every measured n)
+};
+
+/** Least-squares line of log t against log n over the points with n >= from (all points if < 2 remain). */
+Fit fit_exponent(const std::string& method, int64_t d, int64_t from) {
+  std::vector<std::pair<double, double>> pts, all;
+  for (auto& r : rows)
+    if (r.method == method && r.d == d && r.seconds > 0) {
+      all.push_back({std::log(double(r.n)), std::log(r.seconds)});
+      if (r.n >= from) pts.push_back(all.back());
+    }
+  int64_t used_from = from;
+  if (pts.size() < 2) {
+    pts = all;
+    used_from = 0;
+  }
+  if (pts.size() < 2) return {NAN, NAN, used_from};
+  double mx = 0, my = 0;
+  for (auto& [x, y] : pts) mx += x, my += y;
+  mx /= pts.size(), my /= pts.size();
+  double sxy = 0, sxx = 0;
+  for (auto& [x, y] : pts) sxy += (x - mx) * (y - my), sxx += (x - mx) * (x - mx);
+  return {sxy / sxx, my - sxy / sxx * mx, used_from};
+}
+
+double seconds_of(const std::string& method, int64_t n, int64_t d) {
+  for (auto& r : rows)
+    if (r.method == method && r.n == n && r.d == d) return r.seconds;
+  return 0;
+}
+
+void summarise(const std::vector<Method>& list, std::ostream& out) {
+  char buf[256];
+  std::string cpu = "unknown CPU", line;
+  for (std::ifstream f("/proc/cpuinfo"); std::getline(f, line);)
+    if (line.rfind("model name", 0) == 0) {
+      cpu = line.substr(line.find(':') + 2);
+      break;
+    }
+  const std::time_t now = std::time(nullptr);
+  char date[32];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  out << "\n" << date << ", CPU: " << cpu << ", " << benchmark::CPUInfo::Get().num_cpus << " cores, threads per row: "
+      << (cfg.threads == 0 ? "all" : "1") << "\nFMA peak (FLOP/s per ISA loop):";
+  for (auto& [p, f] : peaks)
+    if (p != Path::automatic) out << ' ' << lightning::path_name(p) << ' ' << f / 1e9 << " G";
+  out << "\nheads " << kHeads << ", batch 1, MiniMax slopes; roofline = ISA FMA peak / (4 d^2) tokens/s\n\n";
+  out << "| method | n | d | ms | tokens/s | GFLOP/s | % roofline |\n|---|---:|---:|---:|---:|---:|---:|\n";
+  for (auto& r : rows) {
+    if (r.method.rfind("decode_", 0) == 0 || r.method == "bandwidth_rw") continue;
+    if (!r.skipped.empty()) {
+      std::snprintf(buf, sizeof buf, "| %s | %lld | %lld | %s | | | |\n", r.method.c_str(), (long long)r.n,
+                    (long long)r.d, r.skipped.c_str());
+    } else {
+      const double tps = kHeads * r.n / r.seconds;
+      std::snprintf(buf, sizeof buf, "| %s | %lld | %lld | %.3f | %.3g | %.1f | %.1f |\n", r.method.c_str(),
+                    (long long)r.n, (long long)r.d, r.seconds * 1e3, tps, r.flops / r.seconds / 1e9,
+                    100 * tps / r.roof);
+    }
+    out << buf;
+  }
+  out << "\nDecode (one token for a batch of sequences, states > L3), against a read+write pass over the same bytes:\n\n"
+      << "| row | batch | d | ms/step | tokens/s | GB/s of state | % of bandwidth_rw |\n|---|---:|---:|---:|---:|---:|---:|\n";
+  for (auto& r : rows) {
+    const bool dec = r.method.rfind("decode_", 0) == 0;
+    if (!dec && r.method != "bandwidth_rw") continue;
+    const double bw = r.roof / r.seconds, ref = seconds_of("bandwidth_rw", r.n, r.d);
+    const double ref_bw = ref > 0 ? r.roof / ref : 0;
+    std::snprintf(buf, sizeof buf, "| %s | %lld | %lld | %.3f | %s | %.1f | %.0f |\n", r.method.c_str(),
+                  (long long)r.n, (long long)r.d, r.seconds * 1e3,
+                  dec ? std::to_string(static_cast<long long>(r.n * kHeads / r.seconds)).c_str() : "",
+                  bw / 1e9, ref_bw > 0 ? 100 * bw / ref_bw : 0);
+    out << buf;
+  }
+
+  out << "\nScaling exponent p in time ~ n^p (log-log least squares):\n\n| method | d | p | over n >= |\n|---|---:|---:|---:|\n";
+  for (auto& m : list)
+    for (int64_t d : cfg.ds) {
+      const auto [p, intercept, from] = fit_exponent(m.name, d, 4096);
+      std::snprintf(buf, sizeof buf, "| %s | %lld | %.2f | %s |\n", m.name.c_str(), (long long)d, p,
+                    from ? std::to_string(from).c_str() : "all measured n");
+      out << buf;
+    }
+
+  const std::string best = std::string("lightning_") + lightning::path_name(lightning::best_path);
+  out << "\nCrossover (" << best << " against flash_softmax):\n";
+  for (int64_t d : cfg.ds) {
+    int64_t cross = -1, last_both = 0;
+    for (int64_t n : cfg.ns) {
+      const double tl = seconds_of(best, n, d), tf = seconds_of("flash_softmax", n, d);
+      if (tl <= 0 || tf <= 0) continue;
+      last_both = n;
+      if (tl < tf) {
+        if (cross < 0) cross = n;
+      } else {
+        cross = -1;
+      }
+    }
+    if (cross == cfg.ns.front()) {
+      // Below the sweep: where the two fitted lines (over every measured n) meet.
+      const Fit fl = fit_exponent(best, d, 0), ff = fit_exponent("flash_softmax", d, 0);
+      const double at = std::exp((fl.intercept - ff.intercept) / (ff.slope - fl.slope));
+      std::snprintf(buf, sizeof buf,
+                    "  d = %lld: lightning is faster at every n measured, from n = %lld; the fitted lines cross at n = %.0f\n",
+                    (long long)d, (long long)cross, at);
+    }
+    else if (cross > 0)
+      std::snprintf(buf, sizeof buf, "  d = %lld: lightning is faster for n >= %lld (measured up to n = %lld)\n",
+                    (long long)d, (long long)cross, (long long)last_both);
+    else
+      std::snprintf(buf, sizeof buf, "  d = %lld: no crossover up to n = %lld\n", (long long)d, (long long)last_both);
+    out << buf;
+  }
+}
+
+void memory_report(const std::vector<Method>& list, std::ostream& out) {
+  const int64_t d = cfg.ds.back(), big = cfg.memory_n, small = std::max<int64_t>(256, big / 4);
+  out << "\nPeak resident memory beyond the inputs (each method once in a forked child, d = " << d << "):\n\n"
+      << "| method | MiB at n = " << small << " | MiB at n = " << big << " |\n|---|---:|---:|\n";
+  for (auto& m : list) {
+    const auto a = child_memory(m, small, d), b = child_memory(m, big, d);
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "| %s | %.1f | %.1f |\n", m.name.c_str(), (a.second - a.first) / 1024.0,
+                  (b.second - b.first) / 1024.0);
+    out << buf;
+  }
+  out << "(inputs q, k, v, o at n = " << big << ": " << 4.0 * kHeads * big * d * 4 / (1 << 20) << " MiB)\n";
+}
+
+/** Time against n per method and d for gnuplot, and the script that plots it. */
+void write_plot(const std::vector<Method>& list) {
+  std::ofstream gp(cfg.out + "/plot.gp");
+  gp << "set terminal pngcairo size 1400,600 noenhanced\nset output '" << cfg.out << "/scaling.png'\n"
+     << "set logscale xy\nset xlabel 'n (tokens)'\nset ylabel 'seconds'\nset key top left\nset grid\n"
+     << "set multiplot layout 1," << cfg.ds.size() << "\n";
+  for (int64_t d : cfg.ds) {
+    gp << "set title 'd_k = d_v = " << d << ", 8 heads, batch 1'\nplot ";
+    bool first = true;
+    for (auto& m : list) {
+      const std::string file = cfg.out + "/" + m.name + "_d" + std::to_string(d) + ".dat";
+      std::ofstream dat(file);
+      for (auto& r : rows)
+        if (r.method == m.name && r.d == d && r.seconds > 0) dat << r.n << ' ' << r.seconds << '\n';
+      gp << (first ? "" : ", ") << "'" << file << "' using 1:2 with linespoints title '" << m.name << "'";
+      first = false;
+    }
+    gp << '\n';
+  }
+  gp << "unset multiplot\n";
+}
+
+/** The smoke run's check: every linear-attention row computes SPEC.md's forward (float64 recurrence). */
+bool methods_agree(const std::vector<Method>& list) {
+  Problem& p = problem(200, 16);
+  auto view = [&](const std::vector<float>& x) { return lightning::bhnd(x.data(), 1, kHeads, p.n, p.d); };
+  const std::vector<double> want = lightning::reference::recurrence(view(p.q), view(p.k), view(p.v), p.slopes, 1.0).o;
+  bool ok = true;
+  for (auto& m : list) {
+    if (m.name == "flash_softmax") continue;  // softmax attention: another function
+    std::fill(p.o.begin(), p.o.end(), 0.0f);
+    m.run(p);
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < want.size(); ++i) err += (p.o[i] - want[i]) * (p.o[i] - want[i]), norm += want[i] * want[i];
+    const double rel = std::sqrt(err / norm);
+    std::cout << "check " << m.name << ": relative RMS against reference::recurrence " << rel << '\n';
+    ok = ok && rel <= 1e-5;
+  }
+  return ok;
+}
+
+int run(int argc, char** argv) {
+  std::vector<char*> args{argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--full") cfg.full = true;
+    else if (a == "--smoke") cfg.smoke = true;
+    else if (a == "--all-cores") cfg.threads = 0;
+    else if (a.rfind("--out=", 0) == 0) cfg.out = a.substr(6);
+    else if (a.rfind("--time-limit=", 0) == 0) cfg.time_limit = std::stod(a.substr(13));
+    else args.push_back(argv[i]);
+  }
+  if (cfg.smoke) {
+    cfg.ns = {64, 200};
+    cfg.ds = {16};
+    cfg.memory_n = 256;
+    cfg.min_time = 0.001;
+  } else if (cfg.full) {
+    for (int64_t n = 256; n <= (1 << 20); n *= 2) cfg.ns.push_back(n);
+    if (cfg.time_limit == 2.0) cfg.time_limit = 10.0;
+    cfg.memory_n = 16384;
+    cfg.min_time = 0.2;
+  } else {
+    cfg.ns = {256, 1024, 4096, 16384, 32768, 65536};
+  }
+  std::filesystem::create_directories(cfg.out);
+  std::string json = "--benchmark_out=" + cfg.out + "/results.json", fmt = "--benchmark_out_format=json";
+  args.push_back(json.data());
+  args.push_back(fmt.data());
+  int nargs = static_cast<int>(args.size());
+  benchmark::Initialize(&nargs, args.data());
+
+  peaks = measure_peaks();
+  const std::vector<Method> list = methods();
+  for (int64_t d : cfg.ds)
+    for (auto& m : list)
+      for (int64_t n : cfg.ns) {
+        const std::string name = m.name + "/d:" + std::to_string(d) + "/n:" + std::to_string(n);
+        benchmark::RegisterBenchmark(name.c_str(), [&m, n, d](benchmark::State& s) { sweep_row(s, m, n, d); })
+            ->Unit(benchmark::kMillisecond)->MinTime(cfg.min_time)->UseRealTime();
+      }
+  for (int64_t d : cfg.ds) {
+    if (cfg.smoke) break;  // decode's batch is sized to exceed the L3: too big for a smoke run
+    for (Path path : lightning::compiled_paths)
+      benchmark::RegisterBenchmark((std::string("decode_") + lightning::path_name(path) + "/d:" + std::to_string(d)).c_str(),
+                                   [path, d](benchmark::State& s) { decode_row(s, path, d); })
+          ->Unit(benchmark::kMillisecond)->MinTime(0.1)->UseRealTime();
+    benchmark::RegisterBenchmark(("bandwidth_rw/d:" + std::to_string(d)).c_str(),
+                                 [d](benchmark::State& s) { bandwidth_row(s, d); })
+        ->Unit(benchmark::kMillisecond)->MinTime(0.1)->UseRealTime();
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  problem(0, 0);  // frees the last shape's inputs before the memory children fork
+
+  std::ostringstream summary;
+  summarise(list, summary);
+  memory_report(list, summary);
+  std::cout << summary.str();
+  std::ofstream(cfg.out + "/summary.md") << summary.str();
+  write_plot(list);
+  std::cout << "\nwrote " << cfg.out << "/results.json (Google Benchmark), summary.md, plot.gp\n";
+  benchmark::Shutdown();
+  return cfg.smoke && !methods_agree(list) ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace bench
+
+int main(int argc, char** argv) { return bench::run(argc, argv); }

@@ -1,0 +1,213 @@
+// The methods the benchmark times, each one small function over the same inputs, listed in `methods()`.
+#pragma once
+
+#include <Eigen/Dense>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <lightning/detail/parallel.hpp>
+#include <lightning/detail/tiled.hpp>
+#include <lightning/lightning.hpp>
+
+namespace bench {
+
+inline constexpr int64_t kHeads = 8;
+
+/** One shape's data: batch 1, kHeads heads, contiguous [1, H, n, d] q, k, v and o, d_k = d_v = d. */
+struct Problem {
+  int64_t n = 0, d = 0;
+  std::vector<float> q, k, v, o;
+  const float* slopes = nullptr;  // kHeads decay rates
+  int threads = 1;                // 0: every core
+};
+
+enum class Kind { linear, quadratic };
+
+/** A row of the sweep: how to run it, what it counts and whose FMA peak is its roofline. */
+struct Method {
+  std::string name;
+  Kind kind;
+  lightning::Path isa;
+  std::function<double(int64_t n, int64_t d)> flops;
+  std::function<void(Problem&)> run;
+};
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstMap = Eigen::Map<const RowMat>;
+using MutMap = Eigen::Map<RowMat>;
+
+/** SPEC.md's tiled count over all heads: per block of m rows 2 (m(m+1)/2 (d_k + d_v) + 2 m d_k d_v). */
+inline double tiled_flops(int64_t n, int64_t d, int64_t block) {
+  double f = 0;
+  for (int64_t t0 = 0; t0 < n; t0 += block) {
+    const double m = static_cast<double>(std::min(block, n - t0));
+    f += 2 * (m * (m + 1) / 2 * 2 * d + 2 * m * d * d);
+  }
+  return f * kHeads;
+}
+/** Causal quadratic attention over all heads: n(n+1)/2 pairs, each a d_k dot and a d_v axpy. */
+inline double quadratic_flops(int64_t n, int64_t d) {
+  return kHeads * 2.0 * (static_cast<double>(n) * (n + 1) / 2) * (2.0 * d);
+}
+/** The recurrence and decode: 4 d_k d_v per token and head (state update plus read-out). */
+inline double recurrent_flops(int64_t n, int64_t d) { return kHeads * 4.0 * n * d * d; }
+
+/** Runs fn(head) for every head, on p.threads workers (the way lightning spreads heads). */
+template <class Fn>
+void for_heads(const Problem& p, Fn&& fn) {
+  namespace ld = lightning::detail;
+  ld::parallel_for(ld::worker_count(p.threads, kHeads), kHeads, [&](int, int64_t h) { fn(h); });
+}
+
+/** decay[t] = lambda^t = exp(-slope t) for t in [0, len], underflow flushed to 0. */
+inline std::vector<float> decay_powers(float slope, int64_t len) {
+  std::vector<float> pw(static_cast<size_t>(len + 1));
+  for (int64_t t = 0; t <= len; ++t) {
+    const double x = std::exp(-static_cast<double>(slope) * static_cast<double>(t));
+    pw[static_cast<size_t>(t)] = x < 1e-38 ? 0.0f : static_cast<float>(x);
+  }
+  return pw;
+}
+
+/** The library's forward on one path. */
+inline void run_lightning(Problem& p, lightning::Path path) {
+  lightning::Options opt;
+  opt.slopes = p.slopes;
+  opt.threads = p.threads;
+  opt.path = path;
+  lightning::forward(lightning::bhnd(p.q.data(), 1, kHeads, p.n, p.d), lightning::bhnd(p.k.data(), 1, kHeads, p.n, p.d),
+                     lightning::bhnd(p.v.data(), 1, kHeads, p.n, p.d), lightning::bhnd(p.o.data(), 1, kHeads, p.n, p.d),
+                     opt);
+}
+
+/**
+ * Causal softmax attention as flash attention does it on a CPU: 64-row query blocks against 64-key
+ * blocks, an online softmax (running max and sum) so no n x n matrix exists, the products through
+ * Eigen, and key blocks above the diagonal skipped.
+ */
+inline void run_flash(Problem& p) {
+  constexpr int64_t kBq = 64, kBk = 64;
+  const int64_t n = p.n, d = p.d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  for_heads(p, [&](int64_t h) {
+    const float* Q = p.q.data() + h * n * d;
+    const float* K = p.k.data() + h * n * d;
+    const float* V = p.v.data() + h * n * d;
+    float* O = p.o.data() + h * n * d;
+    RowMat s(kBq, kBk), acc(kBq, d);
+    Eigen::ArrayXf row_max(kBq), row_sum(kBq);
+    for (int64_t i0 = 0; i0 < n; i0 += kBq) {
+      const int64_t mr = std::min(kBq, n - i0);
+      ConstMap qb(Q + i0 * d, mr, d);
+      row_max.head(mr).setConstant(-std::numeric_limits<float>::infinity());
+      row_sum.head(mr).setZero();
+      acc.topRows(mr).setZero();
+      for (int64_t j0 = 0; j0 < i0 + mr; j0 += kBk) {
+        const int64_t nc = std::min(kBk, i0 + mr - j0);
+        ConstMap kb(K + j0 * d, nc, d), vb(V + j0 * d, nc, d);
+        auto sb = s.topLeftCorner(mr, nc);
+        sb.noalias() = scale * (qb * kb.transpose());
+        if (j0 + nc - 1 > i0)  // the diagonal block: mask keys after the query
+          for (int64_t r = 0; r < mr; ++r)
+            for (int64_t c = std::max<int64_t>(0, i0 + r + 1 - j0); c < nc; ++c)
+              sb(r, c) = -std::numeric_limits<float>::infinity();
+        const Eigen::ArrayXf new_max = row_max.head(mr).max(sb.array().rowwise().maxCoeff());
+        const Eigen::ArrayXf alpha = (row_max.head(mr) - new_max).exp();
+        sb = (sb.array().colwise() - new_max).exp().matrix();
+        row_sum.head(mr) = row_sum.head(mr) * alpha + sb.array().rowwise().sum();
+        acc.topRows(mr) = alpha.matrix().asDiagonal() * acc.topRows(mr);
+        acc.topRows(mr).noalias() += sb * vb;
+        row_max.head(mr) = new_max;
+      }
+      MutMap(O + i0 * d, mr, d) = (acc.topRows(mr).array().colwise() / row_sum.head(mr)).matrix();
+    }
+  });
+}
+
+/** The quadratic form ((Q K^T) .* M) V of reference::quadratic, literally: an n x n matrix per head. */
+inline void run_naive_quadratic(Problem& p) {
+  const int64_t n = p.n, d = p.d;
+  for_heads(p, [&](int64_t h) {
+    ConstMap q(p.q.data() + h * n * d, n, d), k(p.k.data() + h * n * d, n, d), v(p.v.data() + h * n * d, n, d);
+    const std::vector<float> pw = decay_powers(p.slopes[h], n);
+    RowMat scores = q * k.transpose();
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t s = 0; s < n; ++s) scores(t, s) = s <= t ? scores(t, s) * pw[static_cast<size_t>(t - s)] : 0.0f;
+    MutMap(p.o.data() + h * n * d, n, d).noalias() = scores * v;
+  });
+}
+
+/** The token-by-token recurrence in fp32: S = lambda S + k^T v, o = q S, one token at a time. */
+inline void run_recurrence(Problem& p) {
+  const int64_t n = p.n, d = p.d;
+  for_heads(p, [&](int64_t h) {
+    const float lambda = decay_powers(p.slopes[h], 1)[1];
+    std::vector<float> state(static_cast<size_t>(d * d), 0.0f);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* q = p.q.data() + (h * n + t) * d;
+      const float* k = p.k.data() + (h * n + t) * d;
+      const float* v = p.v.data() + (h * n + t) * d;
+      float* o = p.o.data() + (h * n + t) * d;
+      std::fill_n(o, d, 0.0f);
+      for (int64_t i = 0; i < d; ++i) {
+        float* srow = state.data() + i * d;
+        for (int64_t j = 0; j < d; ++j) srow[j] = lambda * srow[j] + k[i] * v[j];
+        for (int64_t j = 0; j < d; ++j) o[j] += q[i] * srow[j];
+      }
+    }
+  });
+}
+
+/** The tiled form as a user would write it in an afternoon with Eigen products, 64-token blocks. */
+inline void run_eigen_blocked(Problem& p) {
+  constexpr int64_t kBlock = 64;
+  const int64_t n = p.n, d = p.d;
+  for_heads(p, [&](int64_t h) {
+    const std::vector<float> pw = decay_powers(p.slopes[h], kBlock);
+    RowMat state = RowMat::Zero(d, d), scores(kBlock, kBlock);
+    Eigen::VectorXf inter(kBlock), key_decay(kBlock);
+    for (int64_t t0 = 0; t0 < n; t0 += kBlock) {
+      const int64_t m = std::min(kBlock, n - t0);
+      const int64_t at = (h * n + t0) * d;
+      ConstMap q(p.q.data() + at, m, d), k(p.k.data() + at, m, d), v(p.v.data() + at, m, d);
+      MutMap o(p.o.data() + at, m, d);
+      auto sc = scores.topLeftCorner(m, m);
+      sc.noalias() = q * k.transpose();
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < m; ++j) sc(i, j) = j <= i ? sc(i, j) * pw[static_cast<size_t>(i - j)] : 0.0f;
+      for (int64_t i = 0; i < m; ++i) {
+        inter(i) = pw[static_cast<size_t>(i + 1)];
+        key_decay(i) = pw[static_cast<size_t>(m - 1 - i)];
+      }
+      o.noalias() = sc * v;
+      o.noalias() += inter.head(m).asDiagonal() * (q * state);
+      state *= pw[static_cast<size_t>(m)];
+      state.noalias() += (key_decay.head(m).asDiagonal() * k).transpose() * v;
+    }
+  });
+}
+
+/** Every method of the sweep; a new row (backward, bf16, ...) is one more entry here. */
+inline std::vector<Method> methods() {
+  using lightning::Path;
+  std::vector<Method> list;
+  for (Path path : lightning::compiled_paths) {
+    const int64_t block = lightning::detail::default_block_size(0, 0, path);
+    list.push_back({std::string("lightning_") + lightning::path_name(path), Kind::linear, path,
+                    [block](int64_t n, int64_t d) { return tiled_flops(n, d, block); },
+                    [path](Problem& p) { run_lightning(p, path); }});
+  }
+  const Path best = Path::automatic;  // Eigen uses the widest ISA -march=native gives: the best FMA peak
+  list.push_back({"eigen_blocked", Kind::linear, best, [](int64_t n, int64_t d) { return tiled_flops(n, d, 64); },
+                  run_eigen_blocked});
+  list.push_back({"recurrence", Kind::linear, best, recurrent_flops, run_recurrence});
+  list.push_back({"flash_softmax", Kind::quadratic, best, quadratic_flops, run_flash});
+  list.push_back({"naive_quadratic", Kind::quadratic, best, quadratic_flops, run_naive_quadratic});
+  return list;
+}
+
+}  // namespace bench
