@@ -11,6 +11,7 @@
 #include "lightning/detail/gemm.hpp"
 #include "lightning/detail/parallel.hpp"
 #include "lightning/kernels/avx2.hpp"
+#include "lightning/kernels/avx512.hpp"
 #include "lightning/kernels/scalar.hpp"
 #include "lightning/types.hpp"
 
