@@ -17,8 +17,15 @@
 
 namespace lightning::detail {
 
-/** Block size used when options.block_size is 0. */
-inline int64_t default_block_size(int64_t /*d_k*/, int64_t /*d_v*/, Path /*path*/) { return 64; }
+/**
+ * Block size used when options.block_size is 0: the fastest of the sweep in docs/block_size.md
+ * (tools/tune) for the SIMD paths, where the masked intra-block work grows with the block.
+ */
+inline int64_t default_block_size(int64_t d_k, int64_t d_v, Path path) {
+  if (path == Path::automatic) path = best_path;
+  if (path == Path::scalar) return 64;
+  return path == Path::avx2 && d_k * d_v <= 64 * 64 ? 48 : 32;
+}
 
 /**
  * pow[t] = lambda^t and cpow[t] = scale * lambda^t for t in [0, block], from exp(-slope t) in

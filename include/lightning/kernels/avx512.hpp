@@ -19,9 +19,9 @@ inline __mmask16 lane_mask(int count) {
   return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
 }
 
-// R rows by V vectors of 16 columns. AVX-512 masked loads and stores cost the same as plain ones,
-// so one body serves full and partial tiles.
-template <int R, int V>
+// R rows by V vectors of 16 columns; `full` says every lane is in range. Masked stores are much slower
+// than plain ones on AMD cores (and block store forwarding), so the common full tile uses none.
+template <int R, int V, bool full>
 inline void tile(int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
                  float beta) {
   __mmask16 mask[V];
@@ -31,7 +31,7 @@ inline void tile(int nr, int64_t kc, const float* A, int64_t lda, const float* B
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
   for (int64_t p = 0; p < kc; ++p) {
     __m512 b[V];
-    for (int v = 0; v < V; ++v) b[v] = _mm512_maskz_loadu_ps(mask[v], B + p * ldb + 16 * v);
+    for (int v = 0; v < V; ++v) b[v] = full ? _mm512_loadu_ps(B + p * ldb + 16 * v) : _mm512_maskz_loadu_ps(mask[v], B + p * ldb + 16 * v);
     for (int r = 0; r < R; ++r) {
       const __m512 a = _mm512_set1_ps(A[r * lda + p]);
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
@@ -42,18 +42,26 @@ inline void tile(int nr, int64_t kc, const float* A, int64_t lda, const float* B
     for (int v = 0; v < V; ++v) {
       float* out = C + r * ldc + 16 * v;
       __m512 result = acc[r][v];
-      if (beta != 0.0f) result = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], out), vbeta, result);
-      _mm512_mask_storeu_ps(out, mask[v], result);
+      if (beta != 0.0f)
+        result = _mm512_fmadd_ps(full ? _mm512_loadu_ps(out) : _mm512_maskz_loadu_ps(mask[v], out), vbeta, result);
+      if (full)
+        _mm512_storeu_ps(out, result);
+      else
+        _mm512_mask_storeu_ps(out, mask[v], result);
     }
 }
 
 template <int R>
 inline void tile_rows(int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                       int64_t ldc, float beta) {
-  if (nr > 16)
-    tile<R, 2>(nr, kc, A, lda, B, ldb, C, ldc, beta);
+  if (nr == 32)
+    tile<R, 2, true>(nr, kc, A, lda, B, ldb, C, ldc, beta);
+  else if (nr == 16)
+    tile<R, 1, true>(nr, kc, A, lda, B, ldb, C, ldc, beta);
+  else if (nr > 16)
+    tile<R, 2, false>(nr, kc, A, lda, B, ldb, C, ldc, beta);
   else
-    tile<R, 1>(nr, kc, A, lda, B, ldb, C, ldc, beta);
+    tile<R, 1, false>(nr, kc, A, lda, B, ldb, C, ldc, beta);
 }
 
 }  // namespace avx512_detail
