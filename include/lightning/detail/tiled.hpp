@@ -33,16 +33,18 @@ inline int64_t default_block_size(int64_t d_k, int64_t d_v, Path path) {
  * strong decay never meets denormal arithmetic.
  */
 struct DecayTable {
-  std::vector<float> pow, cpow;
+  std::vector<float> pow, cpow, crev;  // crev[x] = cpow[block - x], so a mask row reads it forwards
   void fill(double slope, double scale, int64_t block) {
     pow.resize(static_cast<size_t>(block + 1));
     cpow.resize(static_cast<size_t>(block + 1));
+    crev.resize(static_cast<size_t>(block + 1));
     for (int64_t t = 0; t <= block; ++t) {
       const double p = std::exp(-slope * static_cast<double>(t));
       pow[t] = p < FLT_MIN ? 0.0f : static_cast<float>(p);
       const double cp = scale * p;
       cpow[t] = std::abs(cp) < FLT_MIN ? 0.0f : static_cast<float>(cp);
     }
+    for (int64_t t = 0; t <= block; ++t) crev[t] = cpow[block - t];
   }
 };
 
@@ -85,6 +87,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w) 
   w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, a.block);
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
+  const float* crev = w.decay.crev.data() + a.block;  // crev[j - i] = cpw[i - j] for j <= i
   float* S = w.s.data();
   bool s_zero = a.state_in.absent();
   if (!s_zero)
@@ -119,7 +122,8 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w) 
       gemm<P>(Part::lower_c, m, m, dk, w.q.data(), dk, w.kt.data(), ldp, Pm, ldp, 0.0f);
       for (int64_t i = 0; i < m; ++i) {
         float* row = Pm + i * ldp;
-        for (int64_t j = 0; j <= i; ++j) row[j] *= cpw[i - j];
+        const float* mask = crev - i;  // contiguous in j, so this loop vectorises
+        for (int64_t j = 0; j <= i; ++j) row[j] *= mask[j];
         std::fill(row + i + 1, row + m, 0.0f);
       }
       gemm<P>(Part::lower_k, m, dv, m, Pm, ldp, w.v.data(), dv, O, dv, s_zero ? 0.0f : 1.0f);
