@@ -11,8 +11,12 @@
 #define LIGHTNING_HAVE_AVX2 0
 #endif
 
-// The AVX-512 micro-kernels are not written yet: the path stays off until they are.
+// The AVX-512 path needs F/BW/VL and, since it is compiled only alongside the AVX2 one, AVX2 + FMA too.
+#if LIGHTNING_HAVE_AVX2 && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define LIGHTNING_HAVE_AVX512 1
+#else
 #define LIGHTNING_HAVE_AVX512 0
+#endif
 
 // Half-precision storage conversions: F16C (fp16 <-> fp32, 8 lanes) used by the AVX2 path, and
 // AVX-512 BF16 (fp32 -> bf16 with round-to-nearest-even) used by the AVX-512 path.

@@ -11,13 +11,21 @@
 #include "lightning/detail/parallel.hpp"
 #include "lightning/detail/seqpar.hpp"
 #include "lightning/kernels/avx2.hpp"
+#include "lightning/kernels/avx512.hpp"
 #include "lightning/kernels/scalar.hpp"
 #include "lightning/types.hpp"
 
 namespace lightning::detail {
 
-/** Block size used when options.block_size is 0. */
-inline int64_t default_block_size(int64_t /*d_k*/, int64_t /*d_v*/, Path /*path*/) { return 64; }
+/**
+ * Block size used when options.block_size is 0: the fastest of the sweep in docs/block_size.md
+ * (tools/tune) for the SIMD paths, where the masked intra-block work grows with the block.
+ */
+inline int64_t default_block_size(int64_t d_k, int64_t d_v, Path path) {
+  if (path == Path::automatic) path = best_path;
+  if (path == Path::scalar) return 64;
+  return path == Path::avx2 && d_k * d_v <= 64 * 64 ? 48 : 32;
+}
 
 /**
  * Powers lambda^t = exp(-slope t) with slope t above this (below 2^-63) are taken as 0: a term so
@@ -33,16 +41,18 @@ inline constexpr double kMaxDecayExponent = 44.0;
  * arithmetic. pow_lo[t] = lambda^t - pow[t], the part fp32 rounds off.
  */
 struct DecayTable {
-  std::vector<float> pow, pow_lo;
+  std::vector<float> pow, pow_lo, rev;  // rev[x] = pow[block - x], so a mask row reads it forwards
   void fill(double slope, int64_t block) {
     pow.resize(static_cast<size_t>(block + 1));
     pow_lo.resize(static_cast<size_t>(block + 1));
+    rev.resize(static_cast<size_t>(block + 1));
     for (int64_t t = 0; t <= block; ++t) {
       const double x = slope * static_cast<double>(t);
       const double p = x > kMaxDecayExponent ? 0.0 : std::exp(-x);
       pow[t] = static_cast<float>(p);
       pow_lo[t] = static_cast<float>(p - static_cast<double>(pow[t]));
     }
+    for (int64_t t = 0; t <= block; ++t) rev[t] = pow[block - t];
   }
 };
 
@@ -90,6 +100,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp;
   w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.block);
   const float* pw = w.decay.pow.data();
+  const float* rev = w.decay.rev.data() + a.block;  // rev[j - i] = pow[i - j] for j <= i
   float* S = w.s.data();
   float* C = w.carry.data();
   std::fill(w.carry.begin(), w.carry.end(), 0.0f);
@@ -126,7 +137,8 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       gemm<P>(Part::lower_c, m, m, dk, w.q.data(), dk, w.kt.data(), ldp, Pm, ldp, 0.0f);
       for (int64_t i = 0; i < m; ++i) {
         float* row = Pm + i * ldp;
-        for (int64_t j = 0; j <= i; ++j) row[j] *= pw[i - j];
+        const float* mask = rev - i;  // contiguous in j, so this loop vectorises
+        for (int64_t j = 0; j <= i; ++j) row[j] *= mask[j];
         std::fill(row + i + 1, row + m, 0.0f);
       }
       gemm<P>(Part::lower_k, m, dv, m, Pm, ldp, w.v.data(), dv, O, dv, s_zero ? 0.0f : 1.0f);

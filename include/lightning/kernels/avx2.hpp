@@ -76,15 +76,9 @@ struct Kernels<Path::avx2> {
 
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {
-    using namespace avx2_detail;
-    switch (mr) {
-      case 6: tile_rows<6>(nr, kc, A, lda, B, ldb, C, ldc, beta); break;
-      case 5: tile_rows<5>(nr, kc, A, lda, B, ldb, C, ldc, beta); break;
-      case 4: tile_rows<4>(nr, kc, A, lda, B, ldb, C, ldc, beta); break;
-      case 3: tile_rows<3>(nr, kc, A, lda, B, ldb, C, ldc, beta); break;
-      case 2: tile_rows<2>(nr, kc, A, lda, B, ldb, C, ldc, beta); break;
-      default: tile_rows<1>(nr, kc, A, lda, B, ldb, C, ldc, beta); break;
-    }
+    with_rows<MR>(mr, [&](auto rows) {
+      avx2_detail::tile_rows<decltype(rows)::value>(nr, kc, A, lda, B, ldb, C, ldc, beta);
+    });
   }
 
   static void axpby(int64_t n, float a, const float* x, float b, float* y) {

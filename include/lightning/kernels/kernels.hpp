@@ -14,9 +14,19 @@
 // };
 #pragma once
 
+#include <type_traits>
+
 #include "lightning/config.hpp"
 
 namespace lightning::kernels {
 template <Path P>
 struct Kernels;
+
+/** Calls fn(std::integral_constant<int, mr>{}) for a runtime row count mr in [1, MaxRows]. */
+template <int MaxRows, class Fn>
+inline void with_rows(int mr, Fn&& fn) {
+  if constexpr (MaxRows > 1)
+    if (mr < MaxRows) return with_rows<MaxRows - 1>(mr, fn);
+  fn(std::integral_constant<int, MaxRows>{});
+}
 }  // namespace lightning::kernels
