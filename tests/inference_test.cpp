@@ -445,8 +445,14 @@ TEST_P(HalfStorage, VectorConversionsMatchElementConversions) {
         ASSERT_EQ(detail::float_bits(y[i]), detail::float_bits(detail::to_float(h[i]))) << type_name<T>() << " " << i;
       std::vector<T> r(floats.size());
       detail::store_floats<P>(floats.data(), static_cast<int64_t>(floats.size()), r.data());
-      for (size_t i = 0; i < floats.size(); ++i)
-        ASSERT_EQ(r[i].bits, detail::from_float<T>(floats[i]).bits) << type_name<T>() << " " << floats[i];
+      for (size_t i = 0; i < floats.size(); ++i) {
+        // AVX-512 BF16's vcvtneps2bf16 flushes float subnormals to a signed zero (its documented
+        // difference from round-to-nearest-even); every other input must give the same bits.
+        const bool flushes = P == Path::avx512 && LIGHTNING_HAVE_AVX512BF16 && std::is_same_v<T, bf16> && std::fpclassify(floats[i]) == FP_SUBNORMAL;
+        const uint16_t expected = flushes ? static_cast<uint16_t>(std::signbit(floats[i]) ? 0x8000 : 0)
+                                          : detail::from_float<T>(floats[i]).bits;
+        ASSERT_EQ(r[i].bits, expected) << type_name<T>() << " " << floats[i];
+      }
     });
   };
   check(bf16());
