@@ -191,7 +191,8 @@ TEST_P(Limits, NonFiniteInputsReachOnlyWhatDependsOnThem) {
       {'q', ((1 * H + 4) * n + 70) * dk + 3, nan}, {'k', ((0 * G + 2) * n + 66) * dk + 0, nan},
       {'k', ((1 * G + 1) * n + 5) * dk + 8, inf},  {'v', ((0 * G + 0) * n + 63) * dv + 6, nan},
       {'v', ((1 * G + 2) * n + 3) * dv + 2, -inf}, {'v', ((0 * G + 1) * n + 129) * dv + 0, nan},
-      {'s', ((1 * G + 2) * dk + 4) * dv + 1, nan}, {'q', ((0 * H + 1) * n + 0) * dk + 0, inf}};
+      {'s', ((1 * G + 2) * dk + 4) * dv + 1, nan}, {'q', ((0 * H + 1) * n + 0) * dk + 0, inf},
+      {'v', ((0 * G + 2) * n + 20) * dv + 1, nan}};
   for (const Poke& p : pokes) {
     auto q = q0, k = k0, v = v0, s0 = s00;
     (p.tensor == 'q' ? q : p.tensor == 'k' ? k : p.tensor == 'v' ? v : s0)[static_cast<size_t>(p.index)] = p.value;
@@ -199,19 +200,25 @@ TEST_P(Limits, NonFiniteInputsReachOnlyWhatDependsOnThem) {
                vv = bhnd<const float>(v.data(), B, G, n, dv);
     const auto s0v = state_view(static_cast<const float*>(s0.data()), B, G, dk, dv);
     std::vector<float> o(static_cast<size_t>(B * H * n * dv)), s1(s0.size());
-    Options opt = options(slopes);
-    opt.block_size = 64;
-    forward(qv, kv, vv, bhnd(o.data(), B, H, n, dv), opt, s0v, state_view(s1.data(), B, G, dk, dv));
     const auto ref = reference::quadratic(qv, kv, vv, slopes, 1.0, s0v);
-    int affected = 0, mismatched = 0;
-    for (size_t i = 0; i < o.size(); ++i) {
-      affected += !std::isfinite(ref.o[i]);
-      mismatched += std::isfinite(o[i]) != std::isfinite(ref.o[i]);
+    // One thread per head group, and 5 threads on 6 groups: the sequence-parallel split, which cuts
+    // group (0, 2) (slope 30) at token 64, and whose scan and read-out correction must carry a
+    // non-finite state across a decay that has underflowed to 0.
+    for (const int threads : {1, 5}) {
+      Options opt = options(slopes);
+      opt.block_size = threads == 1 ? 64 : 16;
+      opt.threads = threads;
+      forward(qv, kv, vv, bhnd(o.data(), B, H, n, dv), opt, s0v, state_view(s1.data(), B, G, dk, dv));
+      int affected = 0, mismatched = 0;
+      for (size_t i = 0; i < o.size(); ++i) {
+        affected += !std::isfinite(ref.o[i]);
+        mismatched += std::isfinite(o[i]) != std::isfinite(ref.o[i]);
+      }
+      for (size_t i = 0; i < s1.size(); ++i) mismatched += std::isfinite(s1[i]) != std::isfinite(ref.state[i]);
+      EXPECT_GT(affected, 0) << p.tensor << "[" << p.index << "]";
+      EXPECT_EQ(mismatched, 0) << p.tensor << "[" << p.index << "] = " << p.value << ", threads " << threads << ": "
+                               << affected << " outputs depend on it";
     }
-    for (size_t i = 0; i < s1.size(); ++i) mismatched += std::isfinite(s1[i]) != std::isfinite(ref.state[i]);
-    EXPECT_GT(affected, 0) << p.tensor << "[" << p.index << "]";
-    EXPECT_EQ(mismatched, 0) << p.tensor << "[" << p.index << "] = " << p.value << ": " << affected
-                             << " outputs depend on it";
   }
 }
 

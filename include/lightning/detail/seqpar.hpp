@@ -31,7 +31,12 @@ inline float decay_power(double slope, int64_t n) {
 template <Path P>
 void combine_states(int64_t count, const float* earlier, float* later, double slope, int64_t n_later) {
   const float p = decay_power(slope, n_later);
-  if (p != 0.0f) kernels::Kernels<P>::axpy(count, p, earlier, later);
+  if (p != 0.0f) {
+    kernels::Kernels<P>::axpy(count, p, earlier, later);
+  } else {
+    // A power flushed to 0 still multiplies: 0 * NaN stays NaN, as in the recurrence (README, NaN policy).
+    for (int64_t i = 0; i < count; ++i) later[i] += 0.0f * earlier[i];
+  }
 }
 
 /**
@@ -47,10 +52,12 @@ void correct_readout(const View<const T>& q, const View<T>& o, int64_t b, int64_
   scratch.resize(static_cast<size_t>(block * (dk + dv)));
   float* Q = scratch.data();
   float* R = Q + block * dk;
+  // A finite S whose weight has underflowed adds exactly 0; a non-finite one still reaches every row (NaN policy).
+  const bool finite = std::all_of(S, S + dk * dv, [](float x) { return std::isfinite(x); });
   for (int64_t t0 = row_begin; t0 < row_end; t0 += block) {
     const int64_t m = std::min(block, row_end - t0);
     // Once lambda^{i+1} underflows every later row's correction is 0 too.
-    if (decay_power(slope, t0 - piece_begin + 1) == 0.0f) return;
+    if (finite && decay_power(slope, t0 - piece_begin + 1) == 0.0f) return;
     for (int64_t i = 0; i < m; ++i) {
       const T* qr = q.row(b, h, t0 + i);
       for (int64_t c = 0; c < dk; ++c) Q[i * dk + c] = to_float(qr[c]);
