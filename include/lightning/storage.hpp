@@ -18,6 +18,13 @@ inline float bits_float(uint32_t u) {
   std::memcpy(&x, &u, sizeof x);
   return x;
 }
+/** A 16-bit storage value with the given bits. */
+template <class T>
+T with_bits(uint16_t b) {
+  T r;
+  r.bits = b;
+  return r;
+}
 }  // namespace detail
 
 /**
@@ -30,11 +37,7 @@ struct bf16 {
   bf16() = default;
   explicit bf16(float x) : bits(round(x)) {}
   explicit operator float() const { return detail::bits_float(static_cast<uint32_t>(bits) << 16); }
-  static bf16 from_bits(uint16_t b) {
-    bf16 r;
-    r.bits = b;
-    return r;
-  }
+  static bf16 from_bits(uint16_t b) { return detail::with_bits<bf16>(b); }
 
  private:
   static uint16_t round(float x) {
@@ -65,11 +68,7 @@ struct fp16 {
     if (exp == 31) return detail::bits_float(sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0));  // NaN: quiet
     return detail::bits_float(sign | ((exp + 112) << 23) | (mant << 13));  // rebias 15 -> 127
   }
-  static fp16 from_bits(uint16_t b) {
-    fp16 r;
-    r.bits = b;
-    return r;
-  }
+  static fp16 from_bits(uint16_t b) { return detail::with_bits<fp16>(b); }
 
  private:
   static uint16_t round(float x) {

@@ -19,6 +19,10 @@ struct Result {
 };
 
 namespace detail {
+/** o of [B, H, n, d_v] and state of [B, G, d_k, d_v], zeroed. */
+inline Result zero_result(int64_t B, int64_t H, int64_t G, int64_t n, int64_t dk, int64_t dv) {
+  return {std::vector<double>(static_cast<size_t>(B * H * n * dv)), std::vector<double>(static_cast<size_t>(B * G * dk * dv))};
+}
 inline double slope_of(const float* slopes, int64_t g) { return slopes ? static_cast<double>(slopes[g]) : 0.0; }
 inline double at(const View<const float>& x, int64_t b, int64_t h, int64_t t, int64_t i) {
   return static_cast<double>(x.data[b * x.batch_stride + h * x.head_stride + t * x.seq_stride + i]);
@@ -34,8 +38,7 @@ inline Result quadratic(View<const float> q, View<const float> k, View<const flo
                         double scale, View<const float> state_in = {}) {
   using detail::at;
   const int64_t B = q.batch, H = q.heads, G = k.heads, n = q.seq, dk = q.dim, dv = v.dim, group = H / G;
-  Result r{std::vector<double>(static_cast<size_t>(B * H * n * dv)),
-           std::vector<double>(static_cast<size_t>(B * G * dk * dv))};
+  Result r = detail::zero_result(B, H, G, n, dk, dv);
   const bool has_s0 = !state_in.absent();
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
@@ -81,8 +84,7 @@ inline Result recurrence(View<const float> q, View<const float> k, View<const fl
                          double scale, View<const float> state_in = {}) {
   using detail::at;
   const int64_t B = q.batch, H = q.heads, G = k.heads, n = q.seq, dk = q.dim, dv = v.dim, group = H / G;
-  Result r{std::vector<double>(static_cast<size_t>(B * H * n * dv)),
-           std::vector<double>(static_cast<size_t>(B * G * dk * dv))};
+  Result r = detail::zero_result(B, H, G, n, dk, dv);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t g = 0; g < G; ++g) {
       const double lambda = std::exp(-detail::slope_of(slopes, g));
