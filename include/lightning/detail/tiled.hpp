@@ -283,13 +283,10 @@ void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, std::vector<floa
   load_floats<P>(vr, dv, vf);
   for (int64_t r = 0; r < dk; ++r) {
     float* srow = a.states.row(slot, g, r);
-    if (slow) {
-      Ker::axpby(dv, -mu, srow, 1.0f, srow);
-      Ker::axpy(dv, to_float(kr[r]), vf, srow);
-    } else {
-      Ker::axpby(dv, to_float(kr[r]), vf, lambda, srow);
-    }
-    for (int64_t h = 0; h < group; ++h)
+    // The update and the first q head's read-out in one pass; the other heads of the group read the row from L1.
+    Ker::decode_row(dv, slow ? -mu : lambda, slow, to_float(kr[r]), vf, srow, a.scale * to_float(a.q.row(b, g * group, 0)[r]),
+                    acc.data());
+    for (int64_t h = 1; h < group; ++h)
       Ker::axpy(dv, a.scale * to_float(a.q.row(b, g * group + h, 0)[r]), srow, acc.data() + h * dv);
   }
   for (int64_t h = 0; h < group; ++h) store_floats<P>(acc.data() + h * dv, dv, a.o.row(b, g * group + h, 0));

@@ -95,6 +95,20 @@ struct Kernels<Path::avx2> {
       _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; ++i) y[i] += a * x[i];  // tail of fewer than 8
   }
+  static void decode_row(int64_t n, float b, bool slow, float kr, const float* v, float* s, float c, float* acc) {
+    const __m256 vb = _mm256_set1_ps(b), vk = _mm256_set1_ps(kr), vc = _mm256_set1_ps(c);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 x = _mm256_loadu_ps(s + i);
+      const __m256 y = _mm256_fmadd_ps(vk, _mm256_loadu_ps(v + i), slow ? _mm256_fmadd_ps(vb, x, x) : _mm256_mul_ps(vb, x));
+      _mm256_storeu_ps(s + i, y);
+      _mm256_storeu_ps(acc + i, _mm256_fmadd_ps(vc, y, _mm256_loadu_ps(acc + i)));
+    }
+    for (; i < n; ++i) {  // tail of fewer than 8
+      s[i] = kr * v[i] + (slow ? b * s[i] + s[i] : b * s[i]);
+      acc[i] += c * s[i];
+    }
+  }
 
   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
     __m256 row[8];

@@ -93,6 +93,18 @@ struct Kernels<Path::avx512> {
                             _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
     }
   }
+  static void decode_row(int64_t n, float b, bool slow, float kr, const float* v, float* s, float c, float* acc) {
+    const __m512 vb = _mm512_set1_ps(b), vk = _mm512_set1_ps(kr), vc = _mm512_set1_ps(c);
+    const auto step = [&](int64_t i, __mmask16 m) {
+      const __m512 x = _mm512_maskz_loadu_ps(m, s + i);
+      const __m512 y = _mm512_fmadd_ps(vk, _mm512_maskz_loadu_ps(m, v + i), slow ? _mm512_fmadd_ps(vb, x, x) : _mm512_mul_ps(vb, x));
+      _mm512_mask_storeu_ps(s + i, m, y);
+      _mm512_mask_storeu_ps(acc + i, m, _mm512_fmadd_ps(vc, y, _mm512_maskz_loadu_ps(m, acc + i)));
+    };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) step(i, 0xffff);  // full vectors: the mask is a constant the compiler drops
+    if (i < n) step(i, avx512_detail::lane_mask(static_cast<int>(n - i)));
+  }
 };
 
 }  // namespace lightning::kernels

@@ -33,6 +33,14 @@ struct Kernels<Path::scalar> {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
   }
 
+  static void decode_row(int64_t n, float b, bool slow, float kr, const float* v, float* s, float c, float* acc) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float decayed = slow ? s[i] + b * s[i] : b * s[i];
+      s[i] = decayed + kr * v[i];
+      acc[i] += c * s[i];
+    }
+  }
+
   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
     for (int r = 0; r < 8; ++r) {
       const float s = row_scale ? row_scale[r] : 1.0f;
