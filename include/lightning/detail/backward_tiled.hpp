@@ -93,21 +93,32 @@ struct BackwardWorkspace {
   }
 };
 
-// Whether a path has its own register transpose; one without it (a path added later) gets the loop.
+// Whether a path has its own register transpose. One without it borrows AVX2's when the build has
+// AVX2 (the AVX-512 path: 8 x 8 is the tile the callers need, and 256-bit shuffles do it in 24
+// instructions); otherwise it gets the loop.
 template <class Ker, class = void>
 struct has_transpose_8x8 : std::false_type {};
 template <class Ker>
 struct has_transpose_8x8<Ker, std::void_t<decltype(&Ker::transpose_8x8)>> : std::true_type {};
+template <Path P>
+struct TransposeKernel {
+#if LIGHTNING_HAVE_AVX2
+  using Ker = std::conditional_t<has_transpose_8x8<kernels::Kernels<P>>::value, kernels::Kernels<P>,
+                                 kernels::Kernels<Path::avx2>>;
+#else
+  using Ker = kernels::Kernels<P>;
+#endif
+};
 
 /**
  * dst[c * ldd + r] = scale[r] * src[r * lds + c] for r < rows, c < cols (scale null: 1), in 8 x 8
- * tiles: the path's register transpose for whole tiles, a loop for the edges. (A column-by-column
+ * tiles: the path's register transpose (or AVX2's) for whole tiles, a loop for the edges. (A column-by-column
  * transpose strides through a few cache sets and thrashes them when rows are 128 floats apart.)
  */
 template <Path P>
 void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
                const float* scale = nullptr) {
-  using Ker = kernels::Kernels<P>;
+  using Ker = typename TransposeKernel<P>::Ker;
   for (int64_t r0 = 0; r0 < rows; r0 += 8)
     for (int64_t c0 = 0; c0 < cols; c0 += 8) {
       if constexpr (has_transpose_8x8<Ker>::value)
@@ -284,16 +295,20 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const int64_t m = std::min(a.block, n - t0);
     // out += (lambda^{m-1-j} x_j) state, row by row: dK with x = V and state R^T, dV with x = K and state R.
     const auto add_inter = [&](const View<const T>& x, const float* state, const View<T>& out, std::vector<float>& xd,
-                               std::vector<float>& acc) {
+                               [[maybe_unused]] std::vector<float>& acc) {
       const int64_t dx = x.dim, dout = out.dim;
       for (int64_t j = 0; j < m; ++j) {
         const T* row = x.row(b, g, t0 + j);
         for (int64_t c = 0; c < dx; ++c) xd[j * dx + c] = pw[m - 1 - j] * to_float(row[c]);
       }
-      gemm<P>(Part::full, m, dout, dx, xd.data(), dx, state, dout, acc.data(), dout, 0.0f);
-      for (int64_t j = 0; j < m; ++j) {
-        T* row = out.row(b, g, t0 + j);
-        for (int64_t c = 0; c < dout; ++c) row[c] = from_float<T>(to_float(row[c]) + acc[j * dout + c]);
+      if constexpr (std::is_same_v<T, float>) {  // straight into the rows pass 1 wrote
+        gemm<P>(Part::full, m, dout, dx, xd.data(), dx, state, dout, out.row(b, g, t0), out.seq_stride, 1.0f);
+      } else {
+        gemm<P>(Part::full, m, dout, dx, xd.data(), dx, state, dout, acc.data(), dout, 0.0f);
+        for (int64_t j = 0; j < m; ++j) {
+          T* row = out.row(b, g, t0 + j);
+          for (int64_t c = 0; c < dout; ++c) row[c] = from_float<T>(to_float(row[c]) + acc[j * dout + c]);
+        }
       }
     };
     if (!r_zero && need_dk) {
