@@ -132,6 +132,17 @@ void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float*
     }
 }
 
+/**
+ * The beta that decays a running state x (S or R) by `decay` in C = beta C + A B. A power flushed
+ * to 0 still multiplies (0 * NaN stays NaN, as in the recurrence and the forward): beta = 0 would
+ * overwrite x, so x is multiplied by 0 here and 1 is returned.
+ */
+inline float decay_beta(float* x, int64_t size, float decay) {
+  if (decay != 0.0f) return decay;
+  for (int64_t i = 0; i < size; ++i) x[i] *= 0.0f;
+  return 1.0f;
+}
+
 /** Scales row i of a causal m x m block by decay[i - j] at column j <= i and zeroes columns i < j < m. */
 inline void mask_block(int64_t m, float* x, int64_t ld, const float* decay) {
   for (int64_t i = 0; i < m; ++i) {
@@ -263,7 +274,8 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         gemm<P>(Part::full, dv, dk, m, w.vwt.data(), ldp, w.k.data(), dk, Wt, dk, 1.0f);
         w_zero = false;
       }
-      gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, w.k.data(), dk, St, dk, s_zero ? 0.0f : pw[m]);
+      gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, w.k.data(), dk, St, dk,
+              s_zero ? 0.0f : decay_beta(St, dk * dv, pw[m]));
       s_zero = false;
     }
   }
@@ -326,7 +338,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         for (int64_t c = 0; c < dv; ++c) w.d_o[i * dv + c] = to_float(dr[c]);
       }
       transpose<P>(m, dk, w.q.data(), dk, w.qdt.data(), ldp, cpw + 1);
-      gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, w.d_o.data(), dv, R, dv, r_zero ? 0.0f : (h == g * group ? pw[m] : 1.0f));
+      const float beta = r_zero ? 0.0f : h == g * group ? decay_beta(R, dk * dv, pw[m]) : 1.0f;
+      gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, w.d_o.data(), dv, R, dv, beta);
       r_zero = false;
     }
   }
