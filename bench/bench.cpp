@@ -1,4 +1,5 @@
-// The benchmark: lightning's forward on every compiled path against quadratic attention over n.
+// The benchmark: lightning's forward (fp32 and bf16) and backward on every compiled path against
+// quadratic attention over n.
 //
 // Rows are Google Benchmark runs; the summary (table, fitted exponents, crossover, peak memory)
 // and the plot data are written after the sweep from the times each row measured itself.
@@ -22,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include <lightning/reference/backward.hpp>
 #include <lightning/reference/reference.hpp>
 
 #include "methods.hpp"
@@ -50,59 +52,74 @@ Config cfg;
 // ---- FMA peaks: one loop per ISA, 16 independent accumulators so only throughput limits it. The
 // accumulator is the addend (a * b + acc): with it as a multiplicand Zen's FMA runs at half rate.
 
-/** FLOP/s of 16 independent chains acc = a * b + acc on Vec, a vector of kLanes floats. */
-template <class Vec, int kLanes, class Set1, class Fmadd, class First>
-double fma_peak(Set1 set1, Fmadd fmadd, First first) {
-  constexpr int kAcc = 16;
-  Vec acc[kAcc];
-  for (int i = 0; i < kAcc; ++i) acc[i] = set1(static_cast<float>(i));
-  volatile float va = 0.9999f, vb = 1e-6f;  // not constants, so a * b is not folded away
-  const Vec a = set1(va), b = set1(vb);
-  const int64_t iters = 2'000'000;
-  const auto t0 = Clock::now();
-  for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < kAcc; ++i) acc[i] = fmadd(a, b, acc[i]);
-  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  float sink = 0;
-  for (auto& x : acc) sink += first(x);
-  benchmark::DoNotOptimize(sink);
-  return 2.0 * kLanes * kAcc * iters / s;
-}
+/** What the FMA loop needs of an ISA: its vector type and lanes, broadcast, fused multiply-add, first lane. */
+template <Path P>
+struct Simd;
+template <>
+struct Simd<Path::scalar> {
+  using Vec = float;
+  static constexpr int kLanes = 1;
+  static float set1(float x) { return x; }
+  static float fmadd(float a, float b, float c) { return std::fma(a, b, c); }
+  static float first(float x) { return x; }
+};
 #if LIGHTNING_HAVE_AVX2
-double fma_peak_avx2() {
-  return fma_peak<__m256, 8>([](float x) { return _mm256_set1_ps(x); },
-                             [](__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); },
-                             [](__m256 x) { return _mm256_cvtss_f32(x); });
-}
+template <>
+struct Simd<Path::avx2> {
+  using Vec = __m256;
+  static constexpr int kLanes = 8;
+  static __m256 set1(float x) { return _mm256_set1_ps(x); }
+  static __m256 fmadd(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+  static float first(__m256 x) { return _mm256_cvtss_f32(x); }
+};
 #endif
 #if LIGHTNING_HAVE_AVX512
-double fma_peak_avx512() {
-  return fma_peak<__m512, 16>([](float x) { return _mm512_set1_ps(x); },
-                              [](__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); },
-                              [](__m512 x) { return _mm512_cvtss_f32(x); });
-}
+template <>
+struct Simd<Path::avx512> {
+  using Vec = __m512;
+  static constexpr int kLanes = 16;
+  static __m512 set1(float x) { return _mm512_set1_ps(x); }
+  static __m512 fmadd(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+  static float first(__m512 x) { return _mm512_cvtss_f32(x); }
+};
 #endif
-[[maybe_unused]] double fma_peak_scalar() {
-  return fma_peak<float, 1>([](float x) { return x; }, [](float a, float b, float c) { return std::fma(a, b, c); },
-                            [](float x) { return x; });
+
+/** FLOP/s of 16 independent chains acc = a * b + acc on P's vectors, best of five runs. */
+template <Path P>
+double fma_peak() {
+  using S = Simd<P>;
+  using Vec = typename S::Vec;
+  constexpr int kAcc = 16;
+  const int64_t iters = 2'000'000;
+  double best = 0;
+  for (int run = 0; run < 5; ++run) {
+    Vec acc[kAcc];
+    for (int i = 0; i < kAcc; ++i) acc[i] = S::set1(static_cast<float>(i));
+    volatile float va = 0.9999f, vb = 1e-6f;  // not constants, so a * b is not folded away
+    const Vec a = S::set1(va), b = S::set1(vb);
+    const auto t0 = Clock::now();
+    for (int64_t it = 0; it < iters; ++it)
+      for (int i = 0; i < kAcc; ++i) acc[i] = S::fmadd(a, b, acc[i]);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    float sink = 0;
+    for (auto& x : acc) sink += S::first(x);
+    benchmark::DoNotOptimize(sink);
+    best = std::max(best, 2.0 * S::kLanes * kAcc * iters / s);
+  }
+  return best;
 }
 
-/** Best of five runs of each ISA's loop, per path: avx2 (or scalar) for scalar/avx2 rows, avx512 for avx512. */
+/** The peak per path: avx2 (or scalar) for scalar/avx2 rows, avx512 for avx512, the widest for automatic. */
 std::map<Path, double> measure_peaks() {
-  auto best_of = [](double (*f)()) {
-    double best = 0;
-    for (int i = 0; i < 5; ++i) best = std::max(best, f());
-    return best;
-  };
   std::map<Path, double> peak;
 #if LIGHTNING_HAVE_AVX2
-  peak[Path::avx2] = best_of(fma_peak_avx2);
+  peak[Path::avx2] = fma_peak<Path::avx2>();
 #else
-  peak[Path::avx2] = best_of(fma_peak_scalar);
+  peak[Path::avx2] = fma_peak<Path::scalar>();
 #endif
   peak[Path::scalar] = peak[Path::avx2];
 #if LIGHTNING_HAVE_AVX512
-  peak[Path::avx512] = best_of(fma_peak_avx512);
+  peak[Path::avx512] = fma_peak<Path::avx512>();
 #endif
   double widest = 0;
   for (auto& [p, f] : peak) widest = std::max(widest, f);
@@ -133,6 +150,8 @@ void fill_problem(Problem& p, int64_t n, int64_t d) {
     for (auto& e : *x) e = g(rng);
   }
   p.o.assign(size, 0.0f);
+  for (auto* x : {&p.q16, &p.k16, &p.v16, &p.o16}) x->clear();
+  for (auto* x : {&p.d_o, &p.dq, &p.dk, &p.dv}) x->clear();
 }
 Problem& problem(int64_t n, int64_t d) {
   static Problem p;
@@ -142,17 +161,31 @@ Problem& problem(int64_t n, int64_t d) {
 
 // ---- The rows and what they measured.
 
+/** CPU seconds of the process spent in fn() (with threads > 1, summed over the workers). */
+template <class Fn>
+double cpu_seconds(Fn&& fn) {
+  const auto now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  };
+  const double t0 = now();
+  fn();
+  return now() - t0;
+}
+
 struct Row {
   std::string method;
   int64_t n = 0, d = 0;
   double seconds = 0, flops = 0, roof = 0;  // roof: tokens/s at the roofline
+  double ratio = 0;                         // backward rows: median backward / forward CPU time, alternated
   std::string skipped;                      // why the row was not run
 };
 std::vector<Row> rows;
 Row& row_for(const std::string& m, int64_t n, int64_t d) {
   for (auto& r : rows)
     if (r.method == m && r.n == n && r.d == d) return r;
-  rows.push_back(Row{m, n, d, 0, 0, 0, {}});
+  rows.push_back(Row{m, n, d, 0, 0, 0, 0, {}});
   return rows.back();
 }
 // The last run of each (method, d), to predict the next n's time.
@@ -173,17 +206,38 @@ void sweep_row(benchmark::State& state, const Method& m, int64_t n, int64_t d) {
     }
   }
   Problem& p = problem(n, d);
+  m.prepare(p);
+  // A backward row also runs the forward of its path before each of its own runs, outside the
+  // timing, and keeps the median over these pairs of backward / forward CPU seconds: alternated, so
+  // load from other processes (and CPU time not wall time) hits both alike.
+  std::vector<double> ratios;
   const auto t0 = Clock::now();
+  double paused = 0;
   for (auto _ : state) {
-    m.run(p);
+    if (m.backward) {
+      state.PauseTiming();
+      const auto f0 = Clock::now();
+      const double forward = cpu_seconds([&] { run_lightning(p, m.isa); });
+      paused += std::chrono::duration<double>(Clock::now() - f0).count();
+      state.ResumeTiming();
+      ratios.push_back(cpu_seconds([&] { m.run(p); }) / forward);
+    } else {
+      m.run(p);
+    }
     benchmark::DoNotOptimize(p.o.data());
     benchmark::ClobberMemory();
   }
-  const double s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(state.iterations());
+  const double s = (std::chrono::duration<double>(Clock::now() - t0).count() - paused) /
+                   static_cast<double>(state.iterations());
+  if (!ratios.empty()) {
+    std::sort(ratios.begin(), ratios.end());
+    row.ratio = ratios[ratios.size() / 2];
+  }
   const double tokens = static_cast<double>(kHeads * n);
   row.seconds = s;
   row.flops = m.flops(n, d);
-  row.roof = peaks[m.isa] / (4.0 * d * d);
+  // The backward's d^2 products cost 10 d_k d_v FLOPs per token where the forward's cost 4.
+  row.roof = peaks[m.isa] / ((m.backward ? 10.0 : 4.0) * d * d);
   last_run[key] = {n, s};
   state.counters["tokens/s"] = benchmark::Counter(tokens, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(row.flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
@@ -263,6 +317,7 @@ std::pair<long, long> child_memory(const Method& m, int64_t n, int64_t d) {
     close(fds[0]);
     Problem p;
     fill_problem(p, n, d);
+    m.prepare(p);  // the row's own inputs and outputs (bf16 copies, d_o and gradients) count as inputs
     // Reset the high-water mark to what the inputs take, so the peak is the method's own.
     { std::ofstream("/proc/self/clear_refs") << "5"; }
     long res[2] = {status_kib("VmRSS:"), 0};
@@ -330,7 +385,8 @@ void summarise(const std::vector<Method>& list, std::ostream& out) {
       << (cfg.threads == 0 ? "all" : "1") << "\nFMA peak (FLOP/s per ISA loop):";
   for (auto& [p, f] : peaks)
     if (p != Path::automatic) out << ' ' << lightning::path_name(p) << ' ' << f / 1e9 << " G";
-  out << "\nheads " << kHeads << ", batch 1, MiniMax slopes; roofline = ISA FMA peak / (4 d^2) tokens/s\n\n";
+  out << "\nheads " << kHeads << ", batch 1, MiniMax slopes; roofline = ISA FMA peak / (4 d^2) tokens/s "
+      << "(backward rows: / (10 d^2))\n\n";
   out << "| method | n | d | ms | tokens/s | GFLOP/s | % roofline |\n|---|---:|---:|---:|---:|---:|---:|\n";
   for (auto& r : rows) {
     if (r.method.rfind("decode_", 0) == 0 || r.method == "bandwidth_rw") continue;
@@ -345,6 +401,36 @@ void summarise(const std::vector<Method>& list, std::ostream& out) {
     }
     out << buf;
   }
+  out << "\nBackward (dq, dk, dv from d_o) against forward, per path: the two rows' times, and the median ratio of\n"
+      << "CPU times over forward/backward pairs alternated within the backward row (robust to other load):\n\n"
+      << "| path | n | d | forward ms | backward ms | backward / forward |\n|---|---:|---:|---:|---:|---:|\n";
+  std::string at_128;  // the ratio at d = 128 and the largest n both rows measured, per path
+  for (int64_t d : cfg.ds)
+    for (Path path : lightning::compiled_paths) {
+      const std::string name = lightning::path_name(path);
+      double last = 0;
+      int64_t last_n = 0;
+      for (int64_t n : cfg.ns) {
+        const double tf = seconds_of("lightning_" + name, n, d), tb = seconds_of("backward_" + name, n, d);
+        double ratio = 0;
+        for (auto& r : rows)
+          if (r.method == "backward_" + name && r.n == n && r.d == d) ratio = r.ratio;
+        if (tb <= 0 || ratio <= 0) continue;
+        char forward_ms[32] = "not run";
+        if (tf > 0) std::snprintf(forward_ms, sizeof forward_ms, "%.3f", tf * 1e3);
+        std::snprintf(buf, sizeof buf, "| %s | %lld | %lld | %s | %.3f | %.2f |\n", name.c_str(), (long long)n,
+                      (long long)d, forward_ms, tb * 1e3, ratio);
+        out << buf;
+        last = ratio;
+        last_n = n;
+      }
+      if (d == 128 && last_n > 0) {
+        std::snprintf(buf, sizeof buf, " %s %.2f (n = %lld)", name.c_str(), last, (long long)last_n);
+        at_128 += buf;
+      }
+    }
+  if (!at_128.empty()) out << "\nbackward / forward time at d = 128:" << at_128 << "\n";
+
   out << "\nDecode (one token for a batch of sequences, states > L3), against a read+write pass over the same bytes:\n\n"
       << "| row | batch | d | ms/step | tokens/s | GB/s of state | % of bandwidth_rw |\n|---|---:|---:|---:|---:|---:|---:|\n";
   for (auto& r : rows) {
@@ -435,21 +521,56 @@ void write_plot(const std::vector<Method>& list) {
   gp << "unset multiplot\n";
 }
 
-/** The smoke run's check: every linear-attention row computes SPEC.md's forward (float64 recurrence). */
+/** Relative RMS error of x against ref (SPEC.md's measure). */
+template <class X>
+double rel_rms(const X& x, const std::vector<double>& ref) {
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double e = static_cast<double>(static_cast<float>(x[i])) - ref[i];
+    err += e * e, norm += ref[i] * ref[i];
+  }
+  return std::sqrt(err / norm);
+}
+
+/**
+ * The smoke run's check: every linear-attention row computes SPEC.md's forward (float64 recurrence),
+ * within 1e-5; the bf16 row against the reference on the same rounded inputs, within 1e-5 + 2^-8
+ * (its output is rounded to bf16); the backward rows SPEC.md's gradients (reference::backward_quadratic).
+ */
 bool methods_agree(const std::vector<Method>& list) {
   Problem& p = problem(200, 16);
-  auto view = [&](const std::vector<float>& x) { return lightning::bhnd(x.data(), 1, kHeads, p.n, p.d); };
+  const auto view = [&](const auto& x) { return lightning::bhnd(x.data(), 1, kHeads, p.n, p.d); };
   const std::vector<double> want = lightning::reference::recurrence(view(p.q), view(p.k), view(p.v), p.slopes, 1.0).o;
   bool ok = true;
+  const auto report = [&](const std::string& what, double rel, double tolerance) {
+    std::cout << "check " << what << ": relative RMS against the reference " << rel << '\n';
+    ok = ok && rel <= tolerance;
+  };
   for (auto& m : list) {
     if (m.name == "flash_softmax") continue;  // softmax attention: another function
-    std::fill(p.o.begin(), p.o.end(), 0.0f);
-    m.run(p);
-    double err = 0, norm = 0;
-    for (size_t i = 0; i < want.size(); ++i) err += (p.o[i] - want[i]) * (p.o[i] - want[i]), norm += want[i] * want[i];
-    const double rel = std::sqrt(err / norm);
-    std::cout << "check " << m.name << ": relative RMS against reference::recurrence " << rel << '\n';
-    ok = ok && rel <= 1e-5;
+    m.prepare(p);
+    if (m.backward) {
+      const auto ref = lightning::reference::backward_quadratic(view(p.q), view(p.k), view(p.v), view(p.d_o), p.slopes, 1.0);
+      m.run(p);
+      report(m.name + " dq", rel_rms(p.dq, ref.dq), 1e-5);
+      report(m.name + " dk", rel_rms(p.dk, ref.dk), 1e-5);
+      report(m.name + " dv", rel_rms(p.dv, ref.dv), 1e-5);
+    } else if (!p.q16.empty()) {  // bf16 storage
+      const auto widen = [](const std::vector<lightning::bf16>& x) {
+        std::vector<float> y(x.size());
+        for (size_t i = 0; i < x.size(); ++i) y[i] = static_cast<float>(x[i]);
+        return y;
+      };
+      const std::vector<float> q = widen(p.q16), k = widen(p.k16), v = widen(p.v16);
+      const auto ref = lightning::reference::recurrence(view(q), view(k), view(v), p.slopes, 1.0).o;
+      m.run(p);
+      report(m.name, rel_rms(p.o16, ref), 1e-5 + std::ldexp(1.0, -8));
+      for (auto* x : {&p.q16, &p.k16, &p.v16, &p.o16}) x->clear();
+    } else {
+      std::fill(p.o.begin(), p.o.end(), 0.0f);
+      m.run(p);
+      report(m.name, rel_rms(p.o, want), 1e-5);
+    }
   }
   return ok;
 }

@@ -17,12 +17,18 @@ namespace bench {
 
 inline constexpr int64_t kHeads = 8;
 
-/** One shape's data: batch 1, kHeads heads, contiguous [1, H, n, d] q, k, v and o, d_k = d_v = d. */
+/**
+ * One shape's data: batch 1, kHeads heads, contiguous [1, H, n, d] q, k, v and o, d_k = d_v = d.
+ * Rows that need more (bf16 copies, the backward's d_o and gradients) make it in Method::prepare,
+ * before their timing starts; it lives until the shape changes.
+ */
 struct Problem {
   int64_t n = 0, d = 0;
   std::vector<float> q, k, v, o;
-  const float* slopes = nullptr;  // kHeads decay rates
-  int threads = 1;                // 0: every core
+  std::vector<lightning::bf16> q16, k16, v16, o16;  // q, k, v rounded to bf16, and a bf16 output
+  std::vector<float> d_o, dq, dk, dv;               // the backward's input gradient and outputs
+  const float* slopes = nullptr;                    // kHeads decay rates
+  int threads = 1;                                  // 0: every core
 };
 
 enum class Kind { linear, quadratic };
@@ -34,6 +40,8 @@ struct Method {
   lightning::Path isa;
   std::function<double(int64_t n, int64_t d)> flops;
   std::function<void(Problem&)> run;
+  std::function<void(Problem&)> prepare = [](Problem&) {};  // untimed, before the first run on a shape
+  bool backward = false;  // a backward row: its table line also gives backward / forward time
 };
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -46,6 +54,21 @@ inline double tiled_flops(int64_t n, int64_t d, int64_t block) {
   for (int64_t t0 = 0; t0 < n; t0 += block) {
     const double m = static_cast<double>(std::min(block, n - t0));
     f += 2 * (m * (m + 1) / 2 * 2 * d + 2 * m * d * d);
+  }
+  return f * kHeads;
+}
+/**
+ * The backward's count over all heads (SPEC.md gives none; derived here, as the backward computes):
+ * per block of m rows the causal pairs m(m+1)/2 meet five products, P = dO V^T and A = Q K^T, then
+ * P~ K, P~^T Q and A~^T dO (3 of width d_k, 2 of width d_v), and five m x d_k x d_v products, dO S^T
+ * and the update of S in the forward-order pass, V R^T, K R and the update of R in the reverse one:
+ * 2 (m(m+1)/2 (3 d_k + 2 d_v) + 5 m d_k d_v), 2.5 times the forward's when d_k = d_v.
+ */
+inline double backward_flops(int64_t n, int64_t d, int64_t block) {
+  double f = 0;
+  for (int64_t t0 = 0; t0 < n; t0 += block) {
+    const double m = static_cast<double>(std::min(block, n - t0));
+    f += 2 * (m * (m + 1) / 2 * 5 * d + 5 * m * d * d);
   }
   return f * kHeads;
 }
@@ -82,6 +105,54 @@ inline void run_lightning(Problem& p, lightning::Path path) {
   lightning::forward(lightning::bhnd(p.q.data(), 1, kHeads, p.n, p.d), lightning::bhnd(p.k.data(), 1, kHeads, p.n, p.d),
                      lightning::bhnd(p.v.data(), 1, kHeads, p.n, p.d), lightning::bhnd(p.o.data(), 1, kHeads, p.n, p.d),
                      opt);
+}
+
+/** q, k and v rounded to bf16 (and a bf16 output) for the bf16 rows, once per shape. */
+inline void prepare_bf16(Problem& p) {
+  if (p.q16.size() == p.q.size()) return;
+  const auto round = [](const std::vector<float>& x, std::vector<lightning::bf16>& y) {
+    y.resize(x.size());
+    for (size_t i = 0; i < x.size(); ++i) y[i] = lightning::bf16(x[i]);
+  };
+  round(p.q, p.q16);
+  round(p.k, p.k16);
+  round(p.v, p.v16);
+  p.o16.assign(p.o.size(), lightning::bf16(0.0f));
+}
+
+/** The library's forward with bf16 q, k, v and o (fp32 sums and states) on one path. */
+inline void run_lightning_bf16(Problem& p, lightning::Path path) {
+  lightning::Options opt;
+  opt.slopes = p.slopes;
+  opt.threads = p.threads;
+  opt.path = path;
+  lightning::forward(lightning::bhnd(p.q16.data(), 1, kHeads, p.n, p.d),
+                     lightning::bhnd(p.k16.data(), 1, kHeads, p.n, p.d),
+                     lightning::bhnd(p.v16.data(), 1, kHeads, p.n, p.d),
+                     lightning::bhnd(p.o16.data(), 1, kHeads, p.n, p.d), opt);
+}
+
+/** d_o (the o buffer's shape, fixed pseudo-random values) and room for dq, dk, dv, once per shape. */
+inline void prepare_backward(Problem& p) {
+  if (p.d_o.size() == p.o.size()) return;
+  p.d_o.resize(p.o.size());
+  uint32_t x = 12345;
+  for (auto& e : p.d_o) {  // uniform in [-1, 1) / sqrt(d), from a 32-bit LCG: cheap at n = 2^20
+    x = x * 1664525u + 1013904223u;
+    e = (static_cast<float>(x >> 8) / 8388608.0f - 1.0f) / std::sqrt(static_cast<float>(p.d));
+  }
+  for (auto* g : {&p.dq, &p.dk, &p.dv}) g->assign(p.o.size(), 0.0f);
+}
+
+/** lightning::backward on one path: dq, dk and dv from d_o (no states, no slope gradient). */
+inline void run_backward(Problem& p, lightning::Path path) {
+  lightning::Options opt;
+  opt.slopes = p.slopes;
+  opt.threads = p.threads;
+  opt.path = path;
+  const auto in = [&](const std::vector<float>& x) { return lightning::bhnd(x.data(), 1, kHeads, p.n, p.d); };
+  const auto out = [&](std::vector<float>& x) { return lightning::bhnd(x.data(), 1, kHeads, p.n, p.d); };
+  lightning::backward(in(p.q), in(p.k), in(p.v), in(p.d_o), out(p.dq), out(p.dk), out(p.dv), opt);
 }
 
 /**
@@ -191,17 +262,30 @@ inline void run_eigen_blocked(Problem& p) {
   });
 }
 
-/** Every method of the sweep; a new row (backward, bf16, ...) is one more entry here. */
+/** The block size the library picks for d_k = d_v = d on a path (forward and backward alike). */
+inline int64_t block_of(int64_t d, lightning::Path path) { return lightning::detail::default_block_size(d, d, path); }
+
+/** Every method of the sweep; a new row is one more entry here. */
 inline std::vector<Method> methods() {
   using lightning::Path;
   std::vector<Method> list;
   for (Path path : lightning::compiled_paths) {
-    const int64_t block = lightning::detail::default_block_size(0, 0, path);
     list.push_back({std::string("lightning_") + lightning::path_name(path), Kind::linear, path,
-                    [block](int64_t n, int64_t d) { return tiled_flops(n, d, block); },
+                    [path](int64_t n, int64_t d) { return tiled_flops(n, d, block_of(d, path)); },
                     [path](Problem& p) { run_lightning(p, path); }});
   }
   const Path best = Path::automatic;  // Eigen uses the widest ISA -march=native gives: the best FMA peak
+  {
+    const Path path = lightning::best_path;
+    list.push_back({std::string("lightning_bf16_") + lightning::path_name(path), Kind::linear, path,
+                    [path](int64_t n, int64_t d) { return tiled_flops(n, d, block_of(d, path)); },
+                    [path](Problem& p) { run_lightning_bf16(p, path); }, prepare_bf16});
+  }
+  for (Path path : lightning::compiled_paths) {
+    list.push_back({std::string("backward_") + lightning::path_name(path), Kind::linear, path,
+                    [path](int64_t n, int64_t d) { return backward_flops(n, d, block_of(d, path)); },
+                    [path](Problem& p) { run_backward(p, path); }, prepare_backward, true});
+  }
   list.push_back({"eigen_blocked", Kind::linear, best, [](int64_t n, int64_t d) { return tiled_flops(n, d, 64); },
                   run_eigen_blocked});
   list.push_back({"recurrence", Kind::linear, best, recurrent_flops, run_recurrence});

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -226,6 +227,67 @@ TEST_P(Backward, OptionalOutputsAlone) {
     EXPECT_TRUE(which == 2 ? p.dv == full.dv : untouched(p.dv)) << which;
     EXPECT_TRUE(which == 3 ? p.ds0 == full.ds0 : untouched(p.ds0)) << which;
     EXPECT_TRUE(which == 4 ? p.dsl == full.dsl : untouched(p.dsl)) << which;
+  }
+}
+
+// A NaN or Inf in an input makes a gradient non-finite exactly where the double reference's is:
+// through a masked zero of a causal block (gemm's lower_k and upper_k) it must not reach a token
+// it does not depend on, and a power flushed to 0 still multiplies it (0 * NaN stays NaN).
+TEST_P(Backward, NonFiniteInputsReachOnlyWhatDependsOnThem) {
+  const int64_t B = 2, G = 3, H = 6, n = 150, dk = 9, dv = 7;
+  const float slopes[] = {0.0f, 0.3f, 30.0f};  // the last: lambda^2 underflows even in double at long lags
+  const auto q0 = randn(B * H * n * dk, 0.5f, 71), k0 = randn(B * G * n * dk, 0.5f, 72), v0 = randn(B * G * n * dv, 1, 73);
+  const auto do0 = randn(B * H * n * dv, 1, 74), s00 = randn(B * G * dk * dv, 1, 75), ds10 = randn(B * G * dk * dv, 1, 76);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct Poke {
+    char tensor;  // q, k, v, o (d_o), s (state_in) or d (d_state_out)
+    int64_t index;
+    float value;
+  };
+  // Tokens inside a register tile (so a masked entry of the tile meets them), at block starts and
+  // ends, the first and last token; every kind of head.
+  const std::vector<Poke> pokes = {
+      {'q', ((1 * H + 4) * n + 70) * dk + 3, nan},  {'q', ((0 * H + 1) * n + 0) * dk + 0, inf},
+      {'q', ((0 * H + 5) * n + 149) * dk + 2, nan}, {'k', ((0 * G + 2) * n + 66) * dk + 0, nan},
+      {'k', ((1 * G + 1) * n + 5) * dk + 8, inf},   {'v', ((0 * G + 0) * n + 63) * dv + 6, nan},
+      {'v', ((1 * G + 2) * n + 3) * dv + 2, -inf},  {'v', ((0 * G + 1) * n + 129) * dv + 0, nan},
+      {'o', ((0 * H + 2) * n + 20) * dv + 1, nan},  {'o', ((1 * H + 5) * n + 65) * dv + 4, -inf},
+      {'o', ((1 * H + 0) * n + 0) * dv + 0, nan},   {'s', ((1 * G + 2) * dk + 4) * dv + 1, nan},
+      {'s', ((0 * G + 0) * dk + 0) * dv + 0, inf},  {'d', ((0 * G + 2) * dk + 8) * dv + 6, nan},
+      {'d', ((1 * G + 1) * dk + 3) * dv + 2, -inf}};
+  for (const Poke& p : pokes) {
+    auto q = q0, k = k0, v = v0, d_o = do0, s0 = s00, ds1 = ds10;
+    auto& target = p.tensor == 'q' ? q : p.tensor == 'k' ? k : p.tensor == 'v' ? v : p.tensor == 'o' ? d_o
+                 : p.tensor == 's' ? s0 : ds1;
+    target[static_cast<size_t>(p.index)] = p.value;
+    const auto qv = bhnd<const float>(q.data(), B, H, n, dk), kv = bhnd<const float>(k.data(), B, G, n, dk),
+               vv = bhnd<const float>(v.data(), B, G, n, dv), dov = bhnd<const float>(d_o.data(), B, H, n, dv);
+    const auto s0v = state_view(static_cast<const float*>(s0.data()), B, G, dk, dv);
+    const auto ds1v = state_view(static_cast<const float*>(ds1.data()), B, G, dk, dv);
+    const auto ref = reference::backward_quadratic(qv, kv, vv, dov, slopes, 1.0, s0v, ds1v);
+    for (const int64_t block : {64, 16}) {
+      std::vector<float> dq(q.size()), dk_(k.size()), dv_(v.size()), ds0(s0.size()), dsl(G);
+      Options opt;
+      opt.slopes = slopes;
+      opt.block_size = block;
+      opt.path = GetParam();
+      opt.threads = block == 64 ? 1 : 2;
+      backward(qv, kv, vv, dov, bhnd(dq.data(), B, H, n, dk), bhnd(dk_.data(), B, G, n, dk),
+               bhnd(dv_.data(), B, G, n, dv), opt, s0v, ds1v, state_view(ds0.data(), B, G, dk, dv), dsl.data());
+      const auto compare = [&](const char* name, const std::vector<float>& got, const std::vector<double>& want) {
+        int affected = 0, mismatched = 0;
+        for (size_t i = 0; i < got.size(); ++i) {
+          affected += !std::isfinite(want[i]);
+          mismatched += std::isfinite(got[i]) != std::isfinite(want[i]);
+        }
+        EXPECT_EQ(mismatched, 0) << p.tensor << "[" << p.index << "] = " << p.value << ", block " << block << ": "
+                                 << name << ", " << affected << " entries depend on it";
+        return affected;
+      };
+      const int affected = compare("dq", dq, ref.dq) + compare("dk", dk_, ref.dk) + compare("dv", dv_, ref.dv) +
+                           compare("d_state_in", ds0, ref.d_state_in) + compare("d_slopes", dsl, ref.d_slopes);
+      EXPECT_GT(affected, 0) << p.tensor << "[" << p.index << "]";
+    }
   }
 }
 

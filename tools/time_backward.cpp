@@ -1,6 +1,8 @@
-// Prints the backward/forward time ratio per compiled path: time_backward [n] [heads] [d] [reps] [slope_gradient].
+// Prints the backward/forward time ratio per compiled path:
+//   time_backward [n] [heads] [d] [reps] [slope_gradient] [path]   (path: scalar, avx2 or avx512; default all)
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "backward_timing.hpp"
 
@@ -10,7 +12,9 @@ int main(int argc, char** argv) {
   const int64_t d = argc > 3 ? std::atoll(argv[3]) : 128;
   const int reps = argc > 4 ? std::atoi(argv[4]) : 7;
   const bool slope_gradient = argc > 5 && std::atoi(argv[5]) != 0;
+  const char* only = argc > 6 ? argv[6] : nullptr;
   for (lightning::Path path : lightning::compiled_paths) {
+    if (only && std::strcmp(only, lightning::path_name(path)) != 0) continue;
     const auto t = lightning::tools::time_backward(1, heads, n, d, d, path, reps, 1, slope_gradient);
     std::printf("path %-7s n %lld heads %lld d %lld%s: forward %.4f s, backward %.4f s, median ratio %.2f (%d reps)\n",
                 lightning::path_name(path), static_cast<long long>(n), static_cast<long long>(heads),

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -37,6 +38,10 @@ template <class T>
 void backward(View<const T> q, View<const T> k, View<const T> v, View<const T> d_o, View<T> dq, View<T> dk,
               View<T> dv, const Options& options = {}, View<const float> state_in = {},
               View<const float> d_state_out = {}, View<float> d_state_in = {}, float* d_slopes = nullptr) {
+  // fp32 storage only. The block loops take any T, but pass 1 stores the intra-block parts of dk and
+  // dv in the outputs, which pass 2 reads back to add the inter-block parts: with 16-bit outputs that
+  // rounds twice, so a 16-bit backward needs pass 2 to recompute those parts (and its own tests) first.
+  static_assert(std::is_same_v<T, float>, "lightning::backward supports fp32 storage only (README, Backward)");
   constexpr const char* where = "lightning::backward";
   std::vector<std::pair<const char*, detail::Span>> inputs = {
       {"q", detail::checked_span(where, "q", q)},

@@ -93,21 +93,32 @@ struct BackwardWorkspace {
   }
 };
 
-// Whether a path has its own register transpose; one without it (a path added later) gets the loop.
+// Whether a path has its own register transpose. One without it borrows AVX2's when the build has
+// AVX2 (the AVX-512 path: 8 x 8 is the tile the callers need, and 256-bit shuffles do it in 24
+// instructions); otherwise it gets the loop.
 template <class Ker, class = void>
 struct has_transpose_8x8 : std::false_type {};
 template <class Ker>
 struct has_transpose_8x8<Ker, std::void_t<decltype(&Ker::transpose_8x8)>> : std::true_type {};
+template <Path P>
+struct TransposeKernel {
+#if LIGHTNING_HAVE_AVX2
+  using Ker = std::conditional_t<has_transpose_8x8<kernels::Kernels<P>>::value, kernels::Kernels<P>,
+                                 kernels::Kernels<Path::avx2>>;
+#else
+  using Ker = kernels::Kernels<P>;
+#endif
+};
 
 /**
  * dst[c * ldd + r] = scale[r] * src[r * lds + c] for r < rows, c < cols (scale null: 1), in 8 x 8
- * tiles: the path's register transpose for whole tiles, a loop for the edges. (A column-by-column
+ * tiles: the path's register transpose (or AVX2's) for whole tiles, a loop for the edges. (A column-by-column
  * transpose strides through a few cache sets and thrashes them when rows are 128 floats apart.)
  */
 template <Path P>
 void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
                const float* scale = nullptr) {
-  using Ker = kernels::Kernels<P>;
+  using Ker = typename TransposeKernel<P>::Ker;
   for (int64_t r0 = 0; r0 < rows; r0 += 8)
     for (int64_t c0 = 0; c0 < cols; c0 += 8) {
       if constexpr (has_transpose_8x8<Ker>::value)
@@ -119,6 +130,17 @@ void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float*
         for (int64_t r = r0; r < std::min(rows, r0 + 8); ++r)
           dst[c * ldd + r] = (scale ? scale[r] : 1.0f) * src[r * lds + c];
     }
+}
+
+/**
+ * The beta that decays a running state x (S or R) by `decay` in C = beta C + A B. A power flushed
+ * to 0 still multiplies (0 * NaN stays NaN, as in the recurrence and the forward): beta = 0 would
+ * overwrite x, so x is multiplied by 0 here and 1 is returned.
+ */
+inline float decay_beta(float* x, int64_t size, float decay) {
+  if (decay != 0.0f) return decay;
+  for (int64_t i = 0; i < size; ++i) x[i] *= 0.0f;
+  return 1.0f;
 }
 
 /** Scales row i of a causal m x m block by decay[i - j] at column j <= i and zeroes columns i < j < m. */
@@ -252,7 +274,8 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         gemm<P>(Part::full, dv, dk, m, w.vwt.data(), ldp, w.k.data(), dk, Wt, dk, 1.0f);
         w_zero = false;
       }
-      gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, w.k.data(), dk, St, dk, s_zero ? 0.0f : pw[m]);
+      gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, w.k.data(), dk, St, dk,
+              s_zero ? 0.0f : decay_beta(St, dk * dv, pw[m]));
       s_zero = false;
     }
   }
@@ -284,16 +307,20 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const int64_t m = std::min(a.block, n - t0);
     // out += (lambda^{m-1-j} x_j) state, row by row: dK with x = V and state R^T, dV with x = K and state R.
     const auto add_inter = [&](const View<const T>& x, const float* state, const View<T>& out, std::vector<float>& xd,
-                               std::vector<float>& acc) {
+                               [[maybe_unused]] std::vector<float>& acc) {
       const int64_t dx = x.dim, dout = out.dim;
       for (int64_t j = 0; j < m; ++j) {
         const T* row = x.row(b, g, t0 + j);
         for (int64_t c = 0; c < dx; ++c) xd[j * dx + c] = pw[m - 1 - j] * to_float(row[c]);
       }
-      gemm<P>(Part::full, m, dout, dx, xd.data(), dx, state, dout, acc.data(), dout, 0.0f);
-      for (int64_t j = 0; j < m; ++j) {
-        T* row = out.row(b, g, t0 + j);
-        for (int64_t c = 0; c < dout; ++c) row[c] = from_float<T>(to_float(row[c]) + acc[j * dout + c]);
+      if constexpr (std::is_same_v<T, float>) {  // straight into the rows pass 1 wrote
+        gemm<P>(Part::full, m, dout, dx, xd.data(), dx, state, dout, out.row(b, g, t0), out.seq_stride, 1.0f);
+      } else {
+        gemm<P>(Part::full, m, dout, dx, xd.data(), dx, state, dout, acc.data(), dout, 0.0f);
+        for (int64_t j = 0; j < m; ++j) {
+          T* row = out.row(b, g, t0 + j);
+          for (int64_t c = 0; c < dout; ++c) row[c] = from_float<T>(to_float(row[c]) + acc[j * dout + c]);
+        }
       }
     };
     if (!r_zero && need_dk) {
@@ -311,7 +338,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         for (int64_t c = 0; c < dv; ++c) w.d_o[i * dv + c] = to_float(dr[c]);
       }
       transpose<P>(m, dk, w.q.data(), dk, w.qdt.data(), ldp, cpw + 1);
-      gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, w.d_o.data(), dv, R, dv, r_zero ? 0.0f : (h == g * group ? pw[m] : 1.0f));
+      const float beta = r_zero ? 0.0f : h == g * group ? decay_beta(R, dk * dv, pw[m]) : 1.0f;
+      gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, w.d_o.data(), dv, R, dv, beta);
       r_zero = false;
     }
   }
