@@ -22,10 +22,10 @@ namespace lightning::detail {
  * Block size used when options.block_size is 0: the fastest of the sweep in docs/block_size.md
  * (tools/tune) for the SIMD paths, where the masked intra-block work grows with the block.
  */
-inline int64_t default_block_size(int64_t d_k, int64_t d_v, Path path) {
+inline int64_t default_block_size([[maybe_unused]] int64_t d_k, [[maybe_unused]] int64_t d_v, Path path) {
   if (path == Path::automatic) path = best_path;
   if (path == Path::scalar) return 64;
-  return path == Path::avx2 && d_k * d_v <= 64 * 64 ? 48 : 32;
+  return path == Path::avx2 ? 24 : 32;  // whole 6-row (avx2) and 8-row (avx512) tiles; the same at d = 64 and 128
 }
 
 /**
@@ -57,6 +57,57 @@ struct DecayTable {
   }
 };
 
+/** A hint to fetch p's cache line into L2. GCC 12 deletes loops of __builtin_prefetch, hence the asm. */
+inline void prefetch_line(const char* p, bool write) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  if (write)
+    asm volatile("prefetchw %0" : : "m"(*p));
+  else
+    asm volatile("prefetcht1 %0" : : "m"(*p));
+#else
+  if (write)
+    __builtin_prefetch(p, 1, 2);
+  else
+    __builtin_prefetch(p, 0, 2);
+#endif
+}
+
+/**
+ * The next block's rows of q, k, v and o, asked into cache a few lines at a time between register
+ * tiles: a block's inputs are touched once per block, so the hardware prefetcher, seeing each stream
+ * pause for the whole block's arithmetic, leaves every block's first touch waiting on memory; asked
+ * all at once, the requests queue behind each other and stall the loop that issues them.
+ */
+struct Prefetcher {
+  struct Stream {
+    const char* row;
+    int64_t stride, lines;
+    bool write;
+  };
+  Stream streams[4 * 64] = {};
+  int count = 0, at = 0;
+  int64_t row = 0, line = 0, rows = 0;
+  template <class T>
+  void add(const View<T>& x, int64_t b, int64_t h, int64_t t, bool write) {
+    if (count < static_cast<int>(std::size(streams)))
+      streams[count++] = {reinterpret_cast<const char*>(x.row(b, h, t)),
+                          x.seq_stride * static_cast<int64_t>(sizeof(T)),
+                          (x.dim * static_cast<int64_t>(sizeof(T)) + 63) / 64, write};
+  }
+  void start(int64_t m) { at = 0, row = 0, line = 0, rows = m; }
+  /** Asks for the next n lines, if any are left. */
+  void step(int n) {
+    for (; n > 0 && at < count; --n) {
+      const Stream& s = streams[at];
+      prefetch_line(s.row + row * s.stride + line * 64, s.write);
+      if (++line == s.lines) {
+        line = 0;
+        if (++row == rows) row = 0, ++at;
+      }
+    }
+  }
+};
+
 /** One worker's scratch, sized once per call: nothing here grows with the sequence length. */
 struct Workspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the block x block and d_k x block buffers
@@ -64,6 +115,7 @@ struct Workspace {
   // when stored in 16 bits; kt, kdt: K^T, plain and decayed towards the block's end; o: 16-bit outputs.
   std::vector<float> q, qd, k, kt, kdt, v, p, o, s, carry;
   DecayTable decay;
+  Prefetcher prefetch;
   Workspace(int64_t block_, int64_t dk, int64_t dv) : block(block_), ldp((block_ + 15) / 16 * 16) {
     q.resize(static_cast<size_t>(block * dk));
     qd.resize(static_cast<size_t>(block * dk));
@@ -81,46 +133,21 @@ struct Workspace {
   }
 };
 
-/** dst[c * ldd + r] = scale[r] src[r * lds + c] (scale null: 1) for r < rows, c < cols: 8 x 8 tiles. */
+/** dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldd + r] = scale[r] src[r * lds + c], r < rows, c < cols. */
 template <Path P>
-void transpose_block(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
-                     const float* scale) {
+void transpose_block(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, float* dst_scaled,
+                     int64_t ldd, const float* scale) {
   using Ker = kernels::Kernels<P>;
   const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
   for (int64_t r0 = 0; r0 < r8; r0 += 8)
     for (int64_t c0 = 0; c0 < c8; c0 += 8)
-      Ker::transpose_8x8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd, scale ? scale + r0 : nullptr);
+      Ker::transpose_8x8_dual(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, dst_scaled + c0 * ldd + r0, ldd,
+                              scale + r0);
   for (int64_t r = 0; r < rows; ++r)  // the edges: rows past r8 and columns past c8
-    for (int64_t c = r < r8 ? c8 : 0; c < cols; ++c) dst[c * ldd + r] = (scale ? scale[r] : 1.0f) * src[r * lds + c];
-}
-
-/** A hint to fetch p's cache line into L2. GCC 12 deletes loops of __builtin_prefetch, hence the asm. */
-inline void prefetch_line(const char* p, bool write) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  if (write)
-    asm volatile("prefetchw %0" : : "m"(*p));
-  else
-    asm volatile("prefetcht1 %0" : : "m"(*p));
-#else
-  if (write)
-    __builtin_prefetch(p, 1, 2);
-  else
-    __builtin_prefetch(p, 0, 2);
-#endif
-}
-
-/**
- * Asks for rows [t, t + m) of a view's (b, h) sequence in cache: the blocks of q, k, v and o are
- * touched once per block, so the hardware prefetcher, seeing a stream paused for the whole block's
- * arithmetic, leaves every block's first touch waiting on memory.
- */
-template <class T>
-void prefetch_rows(const View<T>& x, int64_t b, int64_t h, int64_t t, int64_t m, bool write) {
-  const int64_t bytes = x.dim * static_cast<int64_t>(sizeof(T));
-  for (int64_t j = t; j < std::min(t + m, x.seq); ++j) {
-    const char* row = reinterpret_cast<const char*>(x.row(b, h, j));
-    for (int64_t at = 0; at < bytes; at += 64) prefetch_line(row + at, write);
-  }
+    for (int64_t c = r < r8 ? c8 : 0; c < cols; ++c) {
+      dst[c * ldd + r] = src[r * lds + c];
+      dst_scaled[c * ldd + r] = scale[r] * src[r * lds + c];
+    }
 }
 
 /** True when no entry of the rows x cols matrix is NaN or infinite. */
@@ -177,15 +204,23 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
 
   for (int64_t t0 = t_begin; t0 < t_end; t0 += a.block) {
     const int64_t m = std::min(a.block, t_end - t0);
-    if (t0 + m < t_end) {  // the next block's inputs and outputs, one block of arithmetic ahead
-      const int64_t next = std::min(a.block, t_end - t0 - m);
-      prefetch_rows(a.k, b, g, t0 + m, next, false);
-      prefetch_rows(a.v, b, g, t0 + m, next, false);
+    // The next block's inputs and outputs, spread over this block's register tiles.
+    Prefetcher& pf = w.prefetch;
+    pf.count = 0;
+    const int64_t ahead = t0 + 2 * a.block;  // two blocks ahead: one is not always enough for memory
+    pf.start(std::min(a.block, t_end - ahead));
+    if (ahead < t_end) {
+      pf.add(a.k, b, g, ahead, false);
+      pf.add(a.v, b, g, ahead, false);
       for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-        prefetch_rows(a.q, b, h, t0 + m, next, false);
-        prefetch_rows(a.o, b, h, t0 + m, next, true);
+        pf.add(a.q, b, h, ahead, false);
+        pf.add(a.o, b, h, ahead, true);
       }
     }
+    // Lines per tile, so that the requests end before the state update does.
+    const int64_t lines = (2 + 2 * group) * pf.rows * ((std::max(dk, dv) * 4 + 63) / 64);
+    const int64_t tiles = (group * (m / MR + 1) + dk / MR + 1) * ((dv + NR - 1) / NR + 1);
+    const int per_tile = static_cast<int>(lines / tiles + 1);
     // The block's keys and values: fp32 in place (row stride ldk, ldv), 16-bit storage widened first.
     const float* K;
     const float* V;
@@ -201,8 +236,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       K = w.k.data(), ldk = dk, V = w.v.data(), ldv = dv;
     }
     // K^T plain and decayed towards the block's end: row j of K scaled by pow[m - 1 - j] = rev[j - m + 1].
-    transpose_block<P>(m, dk, K, ldk, w.kt.data(), ldp, nullptr);
-    transpose_block<P>(m, dk, K, ldk, w.kdt.data(), ldp, rev - m + 1);
+    transpose_block<P>(m, dk, K, ldk, w.kt.data(), w.kdt.data(), ldp, rev - m + 1);
     // With finite values the masked zeros of P may meet V's later rows (0 * v = 0), so the read-out of
     // a row tile runs over whole tiles; a NaN or Inf there must not reach earlier rows (0 * Inf is NaN).
     const bool v_finite = all_finite(m, dv, V, ldv);
@@ -210,11 +244,11 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       for (int64_t i = 0; i < m; ++i) {
         float* qr = w.q.data() + i * dk;
         float* qd = w.qd.data() + i * dk;
-        load_floats<P>(a.q.row(b, h, t0 + i), dk, qr);
+        const float* src = as_floats<P>(a.q.row(b, h, t0 + i), dk, qr);
         // The scale meets q first, as in c q_t S_t: q S alone may overflow where c q S does not.
         const float di = pw[i + 1];
         for (int64_t c = 0; c < dk; ++c) {
-          qr[c] *= a.scale;
+          qr[c] = src[c] * a.scale;
           qd[c] = qr[c] * di;
         }
       }
@@ -223,9 +257,11 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       for (int64_t i0 = 0; i0 < m; i0 += MR) {
         const int mr = static_cast<int>(std::min(MR, m - i0));
         const int64_t cols = std::min(ldp, (i0 + mr + Ker::W - 1) / Ker::W * Ker::W);
-        for (int64_t j0 = 0; j0 < cols; j0 += NR)
+        for (int64_t j0 = 0; j0 < cols; j0 += NR) {
           Ker::gemm_tile(mr, static_cast<int>(std::min(NR, cols - j0)), dk, w.q.data() + i0 * dk, dk,
                          w.kt.data() + j0, ldp, Pm + i0 * ldp + j0, ldp, 0.0f);
+          pf.step(per_tile);
+        }
         // Row i keeps columns j <= i, weighted lambda^{i-j}, and zeros up to the tile's last row.
         const int64_t end = std::min(m, i0 + mr);
         for (int64_t i = i0; i < end; ++i) {
@@ -250,6 +286,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
             Ker::gemm_tile2(mr, static_cast<int>(std::min(NR, dv - j0)),
                             {k_inter, w.qd.data() + i0 * dk, dk, S + j0, dv},
                             {std::min(m, i0 + mr), Pm + i0 * ldp, ldp, V + j0, ldv}, O + i0 * ldo + j0, ldo, 0.0f);
+            pf.step(per_tile);
           }
       } else {
         if (k_inter) gemm<P>(Part::full, m, dv, dk, w.qd.data(), dk, S, dv, O, ldo, 0.0f);
@@ -268,7 +305,14 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     // A power flushed to 0 still multiplies (0 * NaN stays NaN, as in the recurrence): beta = 0 would overwrite S.
     if (!s_zero && hi == 0.0f)
       for (int64_t i = 0; i < dk * dv; ++i) S[i] *= 0.0f;
-    gemm<P>(Part::full, dk, dv, m, w.kdt.data(), ldp, V, ldv, S, dv, s_zero ? 0.0f : hi == 0.0f ? 1.0f : hi);
+    const float beta = s_zero ? 0.0f : hi == 0.0f ? 1.0f : hi;
+    for (int64_t i0 = 0; i0 < dk; i0 += MR)
+      for (int64_t j0 = 0; j0 < dv; j0 += NR) {
+        Ker::gemm_tile(static_cast<int>(std::min(MR, dk - i0)), static_cast<int>(std::min(NR, dv - j0)), m,
+                       w.kdt.data() + i0 * ldp, ldp, V + j0, ldv, S + i0 * dv + j0, dv, beta);
+        pf.step(per_tile);
+      }
+    pf.step(1 << 30);  // whatever is left
     if (compensate)
       for (int64_t i = 0; i < dk * dv; ++i) {
         const float sum = S[i] + C[i];

@@ -60,6 +60,35 @@ inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd
   }
 }
 
+/**
+ * dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldd + r] = scale[r] src[r * lds + c] over an
+ * 8 x 8 tile: one transpose serves both (K^T and the decayed K^T of the forward).
+ */
+[[gnu::always_inline]] inline void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled,
+                                                      int64_t ldd, const float* scale) {
+  __m256 row[8], pair[8], quad[8];
+  for (int r = 0; r < 8; ++r) row[r] = _mm256_loadu_ps(src + r * lds);
+  for (int r = 0; r < 8; r += 2) {
+    pair[r] = _mm256_unpacklo_ps(row[r], row[r + 1]);
+    pair[r + 1] = _mm256_unpackhi_ps(row[r], row[r + 1]);
+  }
+  for (int r = 0; r < 8; r += 4) {
+    quad[r] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0x44);
+    quad[r + 1] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0xEE);
+    quad[r + 2] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0x44);
+    quad[r + 3] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0xEE);
+  }
+  const __m256 sc = _mm256_loadu_ps(scale);  // lane r of every output vector is source row r
+  for (int c = 0; c < 4; ++c) {
+    const __m256 lo = _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x20);
+    const __m256 hi = _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x31);
+    _mm256_storeu_ps(dst + c * ldd, lo);
+    _mm256_storeu_ps(dst + (c + 4) * ldd, hi);
+    _mm256_storeu_ps(dst_scaled + c * ldd, _mm256_mul_ps(lo, sc));
+    _mm256_storeu_ps(dst_scaled + (c + 4) * ldd, _mm256_mul_ps(hi, sc));
+  }
+}
+
 }  // namespace avx2_detail
 
 template <>
@@ -94,6 +123,10 @@ struct Kernels<Path::avx2> {
 
   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
     avx2_detail::transpose_8x8(src, lds, dst, ldd, row_scale);
+  }
+  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
+                                 const float* scale) {
+    avx2_detail::transpose_8x8_dual(src, lds, dst, dst_scaled, ldd, scale);
   }
 };
 

@@ -75,6 +75,10 @@ struct Kernels<Path::avx512> {
   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
     avx2_detail::transpose_8x8(src, lds, dst, ldd, row_scale);
   }
+  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
+                                 const float* scale) {
+    avx2_detail::transpose_8x8_dual(src, lds, dst, dst_scaled, ldd, scale);
+  }
 };
 
 }  // namespace lightning::kernels

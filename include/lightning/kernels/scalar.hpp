@@ -45,6 +45,14 @@ struct Kernels<Path::scalar> {
       for (int c = 0; c < 8; ++c) dst[c * ldd + r] = s * src[r * lds + c];
     }
   }
+  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
+                                 const float* scale) {
+    for (int r = 0; r < 8; ++r)
+      for (int c = 0; c < 8; ++c) {
+        dst[c * ldd + r] = src[r * lds + c];
+        dst_scaled[c * ldd + r] = scale[r] * src[r * lds + c];
+      }
+  }
 };
 
 }  // namespace lightning::kernels
