@@ -98,7 +98,7 @@ struct Kernels<Path::avx2> {
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta) {
     with_rows<MR>(mr, [&](auto rows) {
-      simd::tile_rows<avx2_detail::Ops, decltype(rows)::value>(nr, x, y, C, ldc, beta);
+      simd::tile_rows<avx2_detail::Ops, decltype(rows)::value, NR / avx2_detail::Ops::W>(nr, x, y, C, ldc, beta);
     });
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,

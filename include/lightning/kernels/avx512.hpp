@@ -47,7 +47,7 @@ struct Kernels<Path::avx512> {
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta) {
     with_rows<MR>(mr, [&](auto rows) {
-      simd::tile_rows<avx512_detail::Ops, decltype(rows)::value>(nr, x, y, C, ldc, beta);
+      simd::tile_rows<avx512_detail::Ops, decltype(rows)::value, NR / avx512_detail::Ops::W>(nr, x, y, C, ldc, beta);
     });
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,

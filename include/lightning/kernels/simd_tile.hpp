@@ -56,18 +56,16 @@ inline void tile(int nr, const Operand& x, const Operand& y, float* C, int64_t l
     }
 }
 
-/** The tile for nr in [1, 2 W]: full vectors where nr fills them. */
-template <class Ops, int R>
+/** The tile for nr in [1, NV W]: NV vectors when nr fills them, fewer (or a masked last one) otherwise. */
+template <class Ops, int R, int NV>
 inline void tile_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta) {
   constexpr int W = Ops::W;
-  if (nr == 2 * W)
-    tile<Ops, R, 2, true>(nr, x, y, C, ldc, beta);
-  else if (nr == W)
-    tile<Ops, R, 1, true>(nr, x, y, C, ldc, beta);
-  else if (nr < W)
-    tile<Ops, R, 1, false>(nr, x, y, C, ldc, beta);
+  if constexpr (NV > 1)
+    if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1>(nr, x, y, C, ldc, beta);
+  if (nr == NV * W)
+    tile<Ops, R, NV, true>(nr, x, y, C, ldc, beta);
   else
-    tile<Ops, R, 2, false>(nr, x, y, C, ldc, beta);
+    tile<Ops, R, NV, false>(nr, x, y, C, ldc, beta);
 }
 
 }  // namespace lightning::kernels::simd
