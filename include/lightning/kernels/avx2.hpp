@@ -9,76 +9,101 @@
 #include <cstdint>
 
 #include "lightning/kernels/kernels.hpp"
+#include "lightning/kernels/simd_tile.hpp"
 
 namespace lightning::kernels {
 
 namespace avx2_detail {
 
-// Lanes [0, count) set: count in [0, 8].
-inline __m256i lane_mask(int count) {
-  alignas(32) static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bits + 8 - count));
-}
-
-// R rows by V vectors of 8 columns; `full` says every lane of every vector is in range, so the loads
-// and stores need no mask (the common case, kept separate so its loop has no masked moves).
-template <int R, int V, bool full>
-inline void tile(int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-                 float beta) {
-  __m256i mask[V];
-  for (int v = 0; v < V; ++v) mask[v] = lane_mask(full ? 8 : (nr - 8 * v < 0 ? 0 : (nr - 8 * v > 8 ? 8 : nr - 8 * v)));
-  __m256 acc[R][V];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
-  for (int64_t p = 0; p < kc; ++p) {
-    __m256 b[V];
-    for (int v = 0; v < V; ++v)
-      b[v] = full ? _mm256_loadu_ps(B + p * ldb + 8 * v) : _mm256_maskload_ps(B + p * ldb + 8 * v, mask[v]);
-    for (int r = 0; r < R; ++r) {
-      const __m256 a = _mm256_broadcast_ss(A + r * lda + p);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(a, b[v], acc[r][v]);
-    }
+/** The 8-lane vector for simd::tile. */
+struct Ops {
+  using Vec = __m256;
+  using Mask = __m256i;
+  static constexpr int W = 8;
+  // Lanes [0, count) set, count clamped to [0, 8].
+  static Mask lane_mask(int count) {
+    alignas(32) static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    count = count < 0 ? 0 : count > 8 ? 8 : count;
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bits + 8 - count));
   }
-  const __m256 vbeta = _mm256_set1_ps(beta);
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) {
-      float* out = C + r * ldc + 8 * v;
-      __m256 result = acc[r][v];
-      if (beta != 0.0f) {
-        const __m256 old = full ? _mm256_loadu_ps(out) : _mm256_maskload_ps(out, mask[v]);
-        result = _mm256_fmadd_ps(old, vbeta, result);
-      }
-      if (full)
-        _mm256_storeu_ps(out, result);
-      else
-        _mm256_maskstore_ps(out, mask[v], result);
-    }
+  static Vec zero() { return _mm256_setzero_ps(); }
+  static Vec set1(float x) { return _mm256_set1_ps(x); }
+  static Vec load(const float* p) { return _mm256_loadu_ps(p); }
+  static Vec maskload(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
+  static void store(float* p, Vec x) { _mm256_storeu_ps(p, x); }
+  static void maskstore(float* p, Mask m, Vec x) { _mm256_maskstore_ps(p, m, x); }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+};
+
+/** dst[c * ldd + r] = row_scale[r] src[r * lds + c] over an 8 x 8 tile (row_scale null: 1). */
+inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
+  __m256 row[8];
+  for (int r = 0; r < 8; ++r) {
+    row[r] = _mm256_loadu_ps(src + r * lds);
+    if (row_scale) row[r] = _mm256_mul_ps(row[r], _mm256_set1_ps(row_scale[r]));
+  }
+  // Interleave pairs of rows, then pairs of pairs, then swap 128-bit halves: 24 shuffles for 64 floats.
+  __m256 pair[8], quad[8];
+  for (int r = 0; r < 8; r += 2) {
+    pair[r] = _mm256_unpacklo_ps(row[r], row[r + 1]);
+    pair[r + 1] = _mm256_unpackhi_ps(row[r], row[r + 1]);
+  }
+  for (int r = 0; r < 8; r += 4) {
+    quad[r] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0x44);
+    quad[r + 1] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0xEE);
+    quad[r + 2] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0x44);
+    quad[r + 3] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x20));
+    _mm256_storeu_ps(dst + (c + 4) * ldd, _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x31));
+  }
 }
 
-template <int R>
-inline void tile_rows(int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-                      int64_t ldc, float beta) {
-  if (nr == 16)
-    tile<R, 2, true>(nr, kc, A, lda, B, ldb, C, ldc, beta);
-  else if (nr == 8)
-    tile<R, 1, true>(nr, kc, A, lda, B, ldb, C, ldc, beta);
-  else if (nr < 8)
-    tile<R, 1, false>(nr, kc, A, lda, B, ldb, C, ldc, beta);
-  else
-    tile<R, 2, false>(nr, kc, A, lda, B, ldb, C, ldc, beta);
+/**
+ * dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldd + r] = scale[r] src[r * lds + c] over an
+ * 8 x 8 tile: one transpose serves both (K^T and the decayed K^T of the forward).
+ */
+[[gnu::always_inline]] inline void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled,
+                                                      int64_t ldd, const float* scale) {
+  __m256 row[8], pair[8], quad[8];
+  for (int r = 0; r < 8; ++r) row[r] = _mm256_loadu_ps(src + r * lds);
+  for (int r = 0; r < 8; r += 2) {
+    pair[r] = _mm256_unpacklo_ps(row[r], row[r + 1]);
+    pair[r + 1] = _mm256_unpackhi_ps(row[r], row[r + 1]);
+  }
+  for (int r = 0; r < 8; r += 4) {
+    quad[r] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0x44);
+    quad[r + 1] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0xEE);
+    quad[r + 2] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0x44);
+    quad[r + 3] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0xEE);
+  }
+  const __m256 sc = _mm256_loadu_ps(scale);  // lane r of every output vector is source row r
+  for (int c = 0; c < 4; ++c) {
+    const __m256 lo = _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x20);
+    const __m256 hi = _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x31);
+    _mm256_storeu_ps(dst + c * ldd, lo);
+    _mm256_storeu_ps(dst + (c + 4) * ldd, hi);
+    _mm256_storeu_ps(dst_scaled + c * ldd, _mm256_mul_ps(lo, sc));
+    _mm256_storeu_ps(dst_scaled + (c + 4) * ldd, _mm256_mul_ps(hi, sc));
+  }
 }
 
 }  // namespace avx2_detail
 
 template <>
 struct Kernels<Path::avx2> {
-  static constexpr int MR = 6, NR = 16;
+  static constexpr int MR = 6, NR = 16, W = 8;
 
+  static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
+                         float beta) {
+    with_rows<MR>(mr, [&](auto rows) {
+      simd::tile_rows<avx2_detail::Ops, decltype(rows)::value, NR / avx2_detail::Ops::W>(nr, x, y, C, ldc, beta);
+    });
+  }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {
-    with_rows<MR>(mr, [&](auto rows) {
-      avx2_detail::tile_rows<decltype(rows)::value>(nr, kc, A, lda, B, ldb, C, ldc, beta);
-    });
+    gemm_tile2(mr, nr, {kc, A, lda, B, ldb}, {0, A, lda, B, ldb}, C, ldc, beta);
   }
 
   static void axpby(int64_t n, float a, const float* x, float b, float* y) {
@@ -111,29 +136,14 @@ struct Kernels<Path::avx2> {
   }
 
   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
-    __m256 row[8];
-    for (int r = 0; r < 8; ++r) {
-      row[r] = _mm256_loadu_ps(src + r * lds);
-      if (row_scale) row[r] = _mm256_mul_ps(row[r], _mm256_set1_ps(row_scale[r]));
-    }
-    // Interleave pairs of rows, then pairs of pairs, then swap 128-bit halves: 24 shuffles for 64 floats.
-    __m256 pair[8], quad[8];
-    for (int r = 0; r < 8; r += 2) {
-      pair[r] = _mm256_unpacklo_ps(row[r], row[r + 1]);
-      pair[r + 1] = _mm256_unpackhi_ps(row[r], row[r + 1]);
-    }
-    for (int r = 0; r < 8; r += 4) {
-      quad[r] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0x44);
-      quad[r + 1] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0xEE);
-      quad[r + 2] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0x44);
-      quad[r + 3] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0xEE);
-    }
-    for (int c = 0; c < 4; ++c) {
-      _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x20));
-      _mm256_storeu_ps(dst + (c + 4) * ldd, _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x31));
-    }
+    avx2_detail::transpose_8x8(src, lds, dst, ldd, row_scale);
+  }
+  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
+                                 const float* scale) {
+    avx2_detail::transpose_8x8_dual(src, lds, dst, dst_scaled, ldd, scale);
   }
 };
+
 
 }  // namespace lightning::kernels
 

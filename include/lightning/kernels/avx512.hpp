@@ -1,4 +1,5 @@
-// AVX-512 F micro-kernels: a 12 x 32 broadcast register tile (24 accumulators, 2 B vectors, 1 broadcast).
+// AVX-512 F micro-kernels: an 8 x 32 broadcast register tile (16 accumulators, 2 B vectors, broadcasts
+// folded into the FMAs).
 #pragma once
 
 #include "lightning/config.hpp"
@@ -8,7 +9,10 @@
 
 #include <cstdint>
 
+#include "lightning/kernels/avx2.hpp"
 #include "lightning/kernels/kernels.hpp"
+#include "lightning/kernels/simd_tile.hpp"
+
 
 namespace lightning::kernels {
 
@@ -19,62 +23,36 @@ inline __mmask16 lane_mask(int count) {
   return count <= 0 ? __mmask16(0) : count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1u);
 }
 
-// R rows by V vectors of 16 columns; `full` says every lane is in range. Masked stores are much slower
-// than plain ones on AMD cores (and block store forwarding), so the common full tile uses none.
-template <int R, int V, bool full>
-inline void tile(int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-                 float beta) {
-  __mmask16 mask[V];
-  for (int v = 0; v < V; ++v) mask[v] = lane_mask(nr - 16 * v);
-  __m512 acc[R][V];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < kc; ++p) {
-    __m512 b[V];
-    for (int v = 0; v < V; ++v) b[v] = full ? _mm512_loadu_ps(B + p * ldb + 16 * v) : _mm512_maskz_loadu_ps(mask[v], B + p * ldb + 16 * v);
-    for (int r = 0; r < R; ++r) {
-      const __m512 a = _mm512_set1_ps(A[r * lda + p]);
-      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
-    }
-  }
-  const __m512 vbeta = _mm512_set1_ps(beta);
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) {
-      float* out = C + r * ldc + 16 * v;
-      __m512 result = acc[r][v];
-      if (beta != 0.0f)
-        result = _mm512_fmadd_ps(full ? _mm512_loadu_ps(out) : _mm512_maskz_loadu_ps(mask[v], out), vbeta, result);
-      if (full)
-        _mm512_storeu_ps(out, result);
-      else
-        _mm512_mask_storeu_ps(out, mask[v], result);
-    }
-}
-
-template <int R>
-inline void tile_rows(int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-                      int64_t ldc, float beta) {
-  if (nr == 32)
-    tile<R, 2, true>(nr, kc, A, lda, B, ldb, C, ldc, beta);
-  else if (nr == 16)
-    tile<R, 1, true>(nr, kc, A, lda, B, ldb, C, ldc, beta);
-  else if (nr > 16)
-    tile<R, 2, false>(nr, kc, A, lda, B, ldb, C, ldc, beta);
-  else
-    tile<R, 1, false>(nr, kc, A, lda, B, ldb, C, ldc, beta);
-}
+/** The 16-lane vector for simd::tile. */
+struct Ops {
+  using Vec = __m512;
+  using Mask = __mmask16;
+  static constexpr int W = 16;
+  static Mask lane_mask(int count) { return avx512_detail::lane_mask(count); }
+  static Vec zero() { return _mm512_setzero_ps(); }
+  static Vec set1(float x) { return _mm512_set1_ps(x); }
+  static Vec load(const float* p) { return _mm512_loadu_ps(p); }
+  static Vec maskload(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(float* p, Vec x) { _mm512_storeu_ps(p, x); }
+  static void maskstore(float* p, Mask m, Vec x) { _mm512_mask_storeu_ps(p, m, x); }
+  static Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+};
 
 }  // namespace avx512_detail
 
 template <>
 struct Kernels<Path::avx512> {
-  static constexpr int MR = 12, NR = 32;
+  static constexpr int MR = 8, NR = 32, W = 16;
 
+  static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
+                         float beta) {
+    with_rows<MR>(mr, [&](auto rows) {
+      simd::tile_rows<avx512_detail::Ops, decltype(rows)::value, NR / avx512_detail::Ops::W>(nr, x, y, C, ldc, beta);
+    });
+  }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {
-    with_rows<MR>(mr, [&](auto rows) {
-      avx512_detail::tile_rows<decltype(rows)::value>(nr, kc, A, lda, B, ldb, C, ldc, beta);
-    });
+    gemm_tile2(mr, nr, {kc, A, lda, B, ldb}, {0, A, lda, B, ldb}, C, ldc, beta);
   }
 
   static void axpby(int64_t n, float a, const float* x, float b, float* y) {
@@ -104,6 +82,14 @@ struct Kernels<Path::avx512> {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) step(i, 0xffff);  // full vectors: the mask is a constant the compiler drops
     if (i < n) step(i, avx512_detail::lane_mask(static_cast<int>(n - i)));
+  }
+
+  static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
+    avx2_detail::transpose_8x8(src, lds, dst, ldd, row_scale);
+  }
+  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
+                                 const float* scale) {
+    avx2_detail::transpose_8x8_dual(src, lds, dst, dst_scaled, ldd, scale);
   }
 };
 

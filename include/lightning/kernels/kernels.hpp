@@ -1,16 +1,22 @@
 // The micro-kernel interface every path implements; the block loop (detail/tiled.hpp) calls only this.
 //
 // template <> struct Kernels<Path::X> {
-//   static constexpr int MR, NR;   // register tile of gemm_tile
+//   static constexpr int MR, NR, W;   // register tile of gemm_tile; W: floats per vector (1: scalar)
 //   // C[mr x nr] = beta * C + A[mr x kc] B[kc x nr], mr <= MR, nr <= NR; beta == 0 overwrites C.
 //   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B,
 //                         int64_t ldb, float* C, int64_t ldc, float beta);
+//   // The same over two k-ranges summed in the registers: C = beta C + x.A x.B + y.A y.B (simd_tile.hpp).
+//   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C,
+//                          int64_t ldc, float beta);
 //   // y = a * x + b * y, and y += a * x, over n floats (the decode step's row updates).
 //   static void axpby(int64_t n, float a, const float* x, float b, float* y);
 //   static void axpy(int64_t n, float a, const float* x, float* y);
 //   // dst[c * ldd + r] = row_scale[r] * src[r * lds + c] for an 8 x 8 tile (row_scale null: 1); the
 //   // backward's packed transposes. Optional: a path without it gets a portable loop.
 //   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale);
+//   // Both dst = src^T and dst_scaled = (diag(scale) src)^T for an 8 x 8 tile (the forward's K^T packing).
+//   static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
+//                                  const float* scale);
 // };
 #pragma once
 

@@ -4,26 +4,32 @@
 #include <cstdint>
 
 #include "lightning/kernels/kernels.hpp"
+#include "lightning/kernels/simd_tile.hpp"
 
 namespace lightning::kernels {
 
 template <>
 struct Kernels<Path::scalar> {
-  static constexpr int MR = 4, NR = 8;
+  static constexpr int MR = 4, NR = 8, W = 1;
 
-  static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
-                        float* C, int64_t ldc, float beta) {
+  static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
+                         float beta) {
     float acc[MR][NR] = {};
-    for (int64_t p = 0; p < kc; ++p)
-      for (int r = 0; r < mr; ++r) {
-        const float a = A[r * lda + p];
-        for (int c = 0; c < nr; ++c) acc[r][c] += a * B[p * ldb + c];
-      }
+    for (const simd::Operand* s : {&x, &y})
+      for (int64_t p = 0; p < s->k; ++p)
+        for (int r = 0; r < mr; ++r) {
+          const float a = s->A[r * s->lda + p];
+          for (int c = 0; c < nr; ++c) acc[r][c] += a * s->B[p * s->ldb + c];
+        }
     for (int r = 0; r < mr; ++r)
       for (int c = 0; c < nr; ++c) {
         float* out = &C[r * ldc + c];
         *out = beta == 0.0f ? acc[r][c] : beta * *out + acc[r][c];
       }
+  }
+  static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
+                        float* C, int64_t ldc, float beta) {
+    gemm_tile2(mr, nr, {kc, A, lda, B, ldb}, {0, A, lda, B, ldb}, C, ldc, beta);
   }
 
   static void axpby(int64_t n, float a, const float* x, float b, float* y) {
@@ -46,6 +52,14 @@ struct Kernels<Path::scalar> {
       const float s = row_scale ? row_scale[r] : 1.0f;
       for (int c = 0; c < 8; ++c) dst[c * ldd + r] = s * src[r * lds + c];
     }
+  }
+  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
+                                 const float* scale) {
+    for (int r = 0; r < 8; ++r)
+      for (int c = 0; c < 8; ++c) {
+        dst[c * ldd + r] = src[r * lds + c];
+        dst_scaled[c * ldd + r] = scale[r] * src[r * lds + c];
+      }
   }
 };
 

@@ -1,0 +1,71 @@
+// The broadcast register tile shared by the SIMD paths, written once over a vector type: `Ops`
+// (avx2.hpp, avx512.hpp) supplies the vector, its width W and its loads, stores and FMA.
+#pragma once
+
+#include <cstdint>
+
+namespace lightning::kernels::simd {
+
+/** One k-range of a tile's sum: A is mr x k (row stride lda), B is k x nr (row stride ldb). */
+struct Operand {
+  int64_t k;
+  const float* A;
+  int64_t lda;
+  const float* B;
+  int64_t ldb;
+};
+
+/**
+ * C[R x nr] = beta C + A1 B1 + A2 B2 over R rows and V vectors of W columns (beta == 0 overwrites C).
+ * `full` says every lane of every vector is in range, so no load or store is masked (masked stores
+ * are slow on AMD cores and block store forwarding): the common tiles use none.
+ */
+template <class Ops, int R, int V, bool full>
+inline void tile(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta) {
+  using Vec = typename Ops::Vec;
+  using Mask = typename Ops::Mask;
+  Mask mask[V];
+  for (int v = 0; v < V; ++v) mask[v] = Ops::lane_mask(full ? Ops::W : nr - Ops::W * v);
+  Vec acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = Ops::zero();
+  for (const Operand* s : {&x, &y}) {
+    const float* A = s->A;
+    const float* B = s->B;
+    const int64_t lda = s->lda, ldb = s->ldb;
+    for (int64_t p = 0; p < s->k; ++p) {
+      Vec b[V];
+      for (int v = 0; v < V; ++v)
+        b[v] = full ? Ops::load(B + p * ldb + Ops::W * v) : Ops::maskload(B + p * ldb + Ops::W * v, mask[v]);
+      for (int r = 0; r < R; ++r) {
+        const Vec a = Ops::set1(A[r * lda + p]);
+        for (int v = 0; v < V; ++v) acc[r][v] = Ops::fmadd(a, b[v], acc[r][v]);
+      }
+    }
+  }
+  const Vec vbeta = Ops::set1(beta);
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) {
+      float* out = C + r * ldc + Ops::W * v;
+      Vec result = acc[r][v];
+      if (beta != 0.0f) result = Ops::fmadd(full ? Ops::load(out) : Ops::maskload(out, mask[v]), vbeta, result);
+      if (full)
+        Ops::store(out, result);
+      else
+        Ops::maskstore(out, mask[v], result);
+    }
+}
+
+/** The tile for nr in [1, NV W]: NV vectors when nr fills them, fewer (or a masked last one) otherwise. */
+template <class Ops, int R, int NV>
+inline void tile_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta) {
+  constexpr int W = Ops::W;
+  if constexpr (NV > 1)
+    if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1>(nr, x, y, C, ldc, beta);
+  if (nr == NV * W)
+    tile<Ops, R, NV, true>(nr, x, y, C, ldc, beta);
+  else
+    tile<Ops, R, NV, false>(nr, x, y, C, ldc, beta);
+}
+
+}  // namespace lightning::kernels::simd
