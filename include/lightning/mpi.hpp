@@ -1,0 +1,294 @@
+// Sequence parallelism across MPI processes: each rank holds a consecutive piece of the sequence.
+//
+// Optional: include it only in a program that links MPI (CMake: find_package(MPI COMPONENTS CXX),
+// MPI::MPI_CXX). The core headers and lightning.hpp never include it. The algorithm is SPEC.md's
+// sequence parallelism with ranks as the pieces: the local tiled forward from a zero state, an
+// MPI_Exscan of the piece states with a non-commutative operator, and the read-out correction,
+// all from detail/seqpar.hpp and detail/tiled.hpp.
+#pragma once
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "lightning/attention.hpp"
+#include "lightning/detail/parallel.hpp"
+#include "lightning/detail/seqpar.hpp"
+#include "lightning/detail/tiled.hpp"
+#include "lightning/detail/validate.hpp"
+#include "lightning/types.hpp"
+
+namespace lightning {
+namespace detail {
+
+/**
+ * The head of one scan element. An MPI user function gets no context pointer, so everything the
+ * operator needs travels in the element: this head, the G slopes (double) and the B x G states
+ * (fp32, d_k x d_v each), padded to whole 8-byte words.
+ */
+struct ScanHead {
+  int64_t tokens;  // n: the length of the run of ranks this element covers
+  int64_t items;   // batch x kv heads
+  int64_t kv_heads, state_size;
+};
+
+/** Size in bytes of a scan element (a multiple of 8). */
+inline int64_t scan_element_bytes(int64_t items, int64_t kv_heads, int64_t state_size) {
+  const int64_t bytes = static_cast<int64_t>(sizeof(ScanHead)) + 8 * kv_heads + 4 * items * state_size;
+  return (bytes + 7) / 8 * 8;
+}
+
+/** One scan element in 8-byte words, so its doubles and floats are aligned. */
+struct ScanElement {
+  std::vector<int64_t> words;
+  ScanElement(int64_t tokens, int64_t items, int64_t kv_heads, int64_t state_size, const float* slopes)
+      : words(static_cast<size_t>(scan_element_bytes(items, kv_heads, state_size) / 8), 0) {
+    const ScanHead head{tokens, items, kv_heads, state_size};
+    std::memcpy(words.data(), &head, sizeof head);
+    for (int64_t g = 0; g < kv_heads; ++g) {
+      const double s = slopes ? static_cast<double>(slopes[g]) : 0.0;
+      std::memcpy(words.data() + sizeof(ScanHead) / 8 + g, &s, sizeof s);
+    }
+  }
+  void* bytes() { return words.data(); }
+  float* states() { return states_of(words.data()); }
+  static float* states_of(void* element) {
+    auto* p = static_cast<char*>(element);
+    ScanHead head;
+    std::memcpy(&head, p, sizeof head);
+    return reinterpret_cast<float*>(p + sizeof head + 8 * head.kv_heads);
+  }
+};
+
+/**
+ * The scan operator as an MPI user function: inout = in then inout, with `in` the earlier run of
+ * ranks (MPI keeps rank order for a non-commutative operator): per item,
+ * (A, n_a) then (B, n_b) -> (lambda^{n_b} A + B, n_a + n_b).
+ */
+template <Path P>
+void mpi_scan_op(void* in, void* inout, int* len, MPI_Datatype* type) {
+  int bytes = 0;
+  MPI_Type_size(*type, &bytes);
+  for (int e = 0; e < *len; ++e) {
+    char* a = static_cast<char*>(in) + static_cast<int64_t>(e) * bytes;
+    char* b = static_cast<char*>(inout) + static_cast<int64_t>(e) * bytes;
+    ScanHead ha, hb;
+    std::memcpy(&ha, a, sizeof ha);
+    std::memcpy(&hb, b, sizeof hb);
+    const float* sa = ScanElement::states_of(a);
+    float* sb = ScanElement::states_of(b);
+    for (int64_t i = 0; i < hb.items; ++i) {
+      double slope = 0;
+      std::memcpy(&slope, b + sizeof hb + 8 * (i % hb.kv_heads), sizeof slope);
+      combine_states<P>(hb.state_size, sa + i * hb.state_size, sb + i * hb.state_size, slope, hb.tokens);
+    }
+    hb.tokens += ha.tokens;
+    std::memcpy(b, &hb, sizeof hb);
+  }
+}
+
+/** Frees an MPI datatype and operator however the call leaves. */
+struct MpiScanHandles {
+  MPI_Datatype type = MPI_DATATYPE_NULL;
+  MPI_Op op = MPI_OP_NULL;
+  ~MpiScanHandles() {
+    if (op != MPI_OP_NULL) MPI_Op_free(&op);
+    if (type != MPI_DATATYPE_NULL) MPI_Type_free(&type);
+  }
+};
+
+template <class T>
+constexpr int64_t storage_code() {
+  return std::is_same_v<T, float> ? 1 : std::is_same_v<T, bf16> ? 2 : 3;
+}
+
+/** FNV-1a over the bytes of the slopes (or 0 for none), to compare them across ranks. */
+inline int64_t slopes_hash(const float* slopes, int64_t kv_heads) {
+  if (!slopes) return 0;
+  uint64_t h = 1469598103934665603ull;
+  const auto* p = reinterpret_cast<const unsigned char*>(slopes);
+  for (int64_t i = 0; i < 4 * kv_heads; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return static_cast<int64_t>(h >> 1) | 1;  // never 0, so "no slopes" differs from every slope set
+}
+
+/** What every rank must agree on, and the per-rank facts each needs to know about the others. */
+struct MpiAgreement {
+  bool state_out_elsewhere = false;  // a rank other than the last asked for state_out
+};
+
+/**
+ * One MPI_Allreduce of every rank's shape, storage type, scale, slopes and local check result,
+ * before anything is computed: every rank then throws the same lightning::invalid_argument (the
+ * first failing rank's own message, broadcast) or none does, so no rank is left waiting.
+ */
+inline MpiAgreement mpi_agree(MPI_Comm comm, int rank, int ranks, const std::string& local_error,
+                              const int64_t (&fields)[8], bool has_state_in, bool has_state_out) {
+  static const char* const names[8] = {"storage types", "q.batch", "q.heads", "k.heads", "q.dim (d_k)",
+                                       "v.dim (d_v)", "options.scale", "options.slopes"};
+  constexpr int F = 8;
+  // max over ranks of: each field, minus each field (so min = -max(-x)), -(first failing rank),
+  // the highest rank > 0 passing state_in, whether a rank other than the last wants state_out.
+  int64_t send[2 * F + 3], recv[2 * F + 3];
+  for (int i = 0; i < F; ++i) {
+    send[i] = fields[i];
+    send[F + i] = -fields[i];
+  }
+  send[2 * F] = local_error.empty() ? INT64_MIN : -static_cast<int64_t>(rank);
+  send[2 * F + 1] = has_state_in && rank > 0 ? rank : -1;
+  send[2 * F + 2] = has_state_out && rank + 1 < ranks ? 1 : 0;
+  MPI_Allreduce(send, recv, 2 * F + 3, MPI_INT64_T, MPI_MAX, comm);
+  constexpr const char* where = "lightning::mpi::forward";
+  if (recv[2 * F] != INT64_MIN) {
+    const int root = static_cast<int>(-recv[2 * F]);
+    char message[1024] = {};
+    if (rank == root) std::strncpy(message, local_error.c_str(), sizeof message - 1);
+    MPI_Bcast(message, sizeof message, MPI_CHAR, root, comm);
+    throw invalid_argument(message);
+  }
+  for (int i = 0; i < F; ++i) {
+    const int64_t hi = recv[i], lo = -recv[F + i];
+    if (hi == lo) continue;
+    if (i == 6) {
+      float mine;
+      const auto bits = static_cast<uint32_t>(fields[i]);
+      std::memcpy(&mine, &bits, 4);
+      fail(where, names[i], " differs across ranks (rank ", rank, " of ", ranks, " has ", mine, ")");
+    }
+    if (i == 7 || i == 0) fail(where, names[i], " differ across ranks (rank ", rank, " of ", ranks, ")");
+    fail(where, names[i], " differs across ranks: from ", lo, " to ", hi, " (rank ", rank, " of ", ranks, " has ",
+         fields[i], ")");
+  }
+  if (recv[2 * F + 1] > 0)
+    fail(where, "state_in is given on rank ", recv[2 * F + 1], ": only rank 0 holds the sequence's initial state");
+  return {recv[2 * F + 2] != 0};
+}
+
+}  // namespace detail
+
+namespace mpi {
+
+/** Bytes of the one element each rank's MPI_Exscan step sends: the states plus a small head. */
+inline int64_t scan_bytes(int64_t batch, int64_t kv_heads, int64_t d_k, int64_t d_v) {
+  return detail::scan_element_bytes(batch * kv_heads, kv_heads, d_k * d_v);
+}
+
+/**
+ * lightning::forward over a sequence split across the ranks of `comm` (a collective call: every
+ * rank calls it). Rank r passes its consecutive piece of the tokens, rank 0 the first: q
+ * [batch, H, n_r, d_k], k [batch, G, n_r, d_k], v [batch, G, n_r, d_v], o [batch, H, n_r, d_v].
+ * Pieces may differ in length and may be empty; batch, heads, dims, storage type, options.scale
+ * and options.slopes must be the same on every rank (options.threads, block_size and path are
+ * each rank's own). The result equals forward() on the whole sequence within SPEC.md's tolerance.
+ *
+ * state_in (fp32 [batch, G, d_k, d_v], optional) is the sequence's initial state and is given on
+ * rank 0 only. state_out (optional) receives the final state of the whole sequence on every rank
+ * that passes one: computed on the last rank and broadcast when another rank asks for it.
+ *
+ * Communication: one MPI_Allreduce of 19 int64 (the checks), one MPI_Exscan of a
+ * scan_bytes(batch, G, d_k, d_v) element, and an MPI_Bcast of the final states only when a rank
+ * other than the last passes state_out; nothing grows with n. MPI is called from the calling
+ * thread only (options.threads' workers never call it), so MPI_THREAD_FUNNELED is enough.
+ *
+ * Bad input on any rank (a local check of forward(), or a shape, type, scale or slopes that
+ * differ across ranks, or state_in on a rank other than 0) throws lightning::invalid_argument on
+ * every rank, with the same message, before anything is written.
+ */
+template <class T>
+void forward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, View<T> o,
+             const Options& options = {}, View<const float> state_in = {}, View<float> state_out = {}) {
+  if (comm == MPI_COMM_NULL) detail::fail("lightning::mpi::forward", "comm is MPI_COMM_NULL");
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &ranks);
+  const std::string where =
+      "lightning::mpi::forward (rank " + std::to_string(rank) + " of " + std::to_string(ranks) + ")";
+  // This rank's checks, caught so that every rank reaches the agreement below.
+  std::string error;
+  int64_t fields[8] = {};
+  try {
+    std::vector<detail::Span> inputs;
+    detail::Span out;
+    detail::check_qkvo(where.c_str(), q, k, v, o, inputs, out);
+    detail::check_options(where.c_str(), options, k.heads);
+    detail::check_states(where.c_str(), state_in, state_out, q.batch, k.heads, q.dim, v.dim, inputs, out);
+    uint32_t scale_bits = 0;
+    std::memcpy(&scale_bits, &options.scale, 4);
+    const int64_t f[8] = {detail::storage_code<T>(), q.batch, q.heads, k.heads, q.dim, v.dim,
+                          static_cast<int64_t>(scale_bits), detail::slopes_hash(options.slopes, k.heads)};
+    std::copy(f, f + 8, fields);
+  } catch (const invalid_argument& e) {
+    error = e.what();
+  }
+  const detail::MpiAgreement agreed =
+      detail::mpi_agree(comm, rank, ranks, error, fields, !state_in.absent(), !state_out.absent());
+
+  const int64_t B = q.batch, G = k.heads, H = q.heads, dk = q.dim, dv = v.dim, n = q.seq, size = dk * dv;
+  const int64_t bytes = detail::scan_element_bytes(B * G, G, size);
+  if (bytes > INT_MAX)  // the same on every rank, since the shapes agree
+    detail::fail("lightning::mpi::forward", "the scan element of ", bytes, " bytes (batch ", B, " x kv heads ", G,
+                 " states of ", dk, " x ", dv, ") exceeds INT_MAX; split the batch over several calls");
+  const int64_t block = detail::block_for(options, dk, dv);
+  detail::ScanElement local(n, B * G, G, size, options.slopes), prefix(0, B * G, G, size, options.slopes);
+  const View<float> local_states = state_view(local.states(), B, G, dk, dv);
+
+  detail::with_path(options.path, [&](auto path) {
+    constexpr Path P = decltype(path)::value;
+    // The local piece from a zero state (rank 0 from state_in): its outputs and its final state.
+    const detail::ForwardArgs<T> args{q, k, v, o, rank == 0 ? state_in : View<const float>(), local_states,
+                                      options.slopes, options.scale, block};
+    detail::forward_all<P>(args, options.threads);
+    if (ranks == 1) {
+      if (!state_out.absent())
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t g = 0; g < G; ++g)
+            for (int64_t i = 0; i < dk; ++i) std::copy_n(local_states.row(b, g, i), dv, state_out.row(b, g, i));
+      return;
+    }
+    // The exclusive scan: rank r > 0 receives the true state after ranks 0 .. r - 1.
+    detail::MpiScanHandles h;
+    MPI_Type_contiguous(static_cast<int>(bytes), MPI_BYTE, &h.type);
+    MPI_Type_commit(&h.type);
+    MPI_Op_create(&detail::mpi_scan_op<P>, /*commute=*/0, &h.op);
+    MPI_Exscan(local.bytes(), prefix.bytes(), 1, h.type, h.op, comm);
+    const float* incoming = prefix.states();
+    if (rank > 0 && n > 0) {
+      const int64_t group = H / G;
+      const int workers = detail::worker_count(options.threads, B * H);
+      std::vector<std::vector<float>> scratch(static_cast<size_t>(workers));
+      detail::parallel_for(workers, B * H, [&](int worker, int64_t item) {
+        const int64_t b = item / H, hq = item % H, g = hq / group;
+        detail::correct_readout<P>(q, o, b, hq, 0, 0, n, incoming + (b * G + g) * size,
+                                   options.slopes ? options.slopes[g] : 0.0, options.scale, block,
+                                   scratch[static_cast<size_t>(worker)]);
+      });
+    }
+    // The final state: the last rank's inclusive scan, sent to the others when they ask.
+    float* final_states = local.states();
+    if (rank == ranks - 1 && rank > 0)
+      for (int64_t i = 0; i < B * G; ++i)
+        detail::combine_states<P>(size, incoming + i * size, final_states + i * size,
+                                  options.slopes ? options.slopes[i % G] : 0.0, n);
+    if (agreed.state_out_elsewhere)
+      MPI_Bcast(final_states, static_cast<int>(B * G * size), MPI_FLOAT, ranks - 1, comm);
+    if (!state_out.absent())
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t g = 0; g < G; ++g)
+          for (int64_t i = 0; i < dk; ++i) std::copy_n(local_states.row(b, g, i), dv, state_out.row(b, g, i));
+  });
+}
+
+/** forward() for mutable inputs. */
+template <class T>
+void forward(MPI_Comm comm, View<T> q, View<T> k, View<T> v, View<T> o, const Options& options = {},
+             View<const float> state_in = {}, View<float> state_out = {}) {
+  forward<T>(comm, View<const T>(q), View<const T>(k), View<const T>(v), o, options, state_in, state_out);
+}
+
+}  // namespace mpi
+}  // namespace lightning
