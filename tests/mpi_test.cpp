@@ -169,6 +169,12 @@ TEST_P(MpiForward, StrongDecayOnly) {
   expect_matches(d, {slopes, 1.0f, true, true, 1, 8}, GetParam());
 }
 
+TEST_P(MpiForward, OneHeadOnThreeThreads) {
+  // One (batch, head) row line: the correction's rows are shared out across the threads.
+  const Data d(1, 1, 1, 400, 8, 8);
+  expect_matches(d, {kSlopes, 1.0f, true, true, 3, 16}, GetParam());
+}
+
 LIGHTNING_INSTANTIATE_FOR_PATHS(MpiForward);
 
 // Bad input on one rank, or a disagreement between ranks, throws on every rank with one message.

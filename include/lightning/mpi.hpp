@@ -258,14 +258,18 @@ void forward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, V
     MPI_Exscan(local.bytes(), prefix.bytes(), 1, h.type, h.op, comm);
     const float* incoming = prefix.states();
     if (rank > 0 && n > 0) {
-      const int64_t group = H / G;
-      const int workers = detail::worker_count(options.threads, B * H);
-      std::vector<std::vector<float>> scratch(static_cast<size_t>(workers));
-      detail::parallel_for(workers, B * H, [&](int worker, int64_t item) {
-        const int64_t b = item / H, hq = item % H, g = hq / group;
-        detail::correct_readout<P>(q, o, b, hq, 0, 0, n, incoming + (b * G + g) * size,
-                                   options.slopes ? options.slopes[g] : 0.0, options.scale, block,
-                                   scratch[static_cast<size_t>(worker)]);
+      // The rows of every (batch, q head) laid end to end, cut into one equal share per worker.
+      const int64_t group = H / G, rows = B * H * n;
+      const int workers = detail::worker_count(options.threads, (rows + block - 1) / block);
+      detail::parallel_for(workers, workers, [&](int, int64_t share) {
+        std::vector<float> scratch;
+        for (int64_t at = rows * share / workers, end = rows * (share + 1) / workers; at < end;) {
+          const int64_t item = at / n, b = item / H, hq = item % H, g = hq / group, t = at % n;
+          const int64_t to = std::min(n, t + (end - at));
+          detail::correct_readout<P>(q, o, b, hq, 0, t, to, incoming + (b * G + g) * size,
+                                     options.slopes ? options.slopes[g] : 0.0, options.scale, block, scratch);
+          at += to - t;
+        }
       });
     }
     // The final state: the last rank's inclusive scan, sent to the others when they ask.
