@@ -177,6 +177,90 @@ TEST_P(MpiForward, OneHeadOnThreeThreads) {
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(MpiForward);
 
+// Rows [t0, t0 + len) of a [B, heads, n, d] tensor; `untouched` is cleared if any other row is not `fill`.
+std::vector<float> rows_of(const std::vector<float>& x, int64_t B, int64_t heads, int64_t n, int64_t d, int64_t t0,
+                           int64_t len, bool& untouched, float fill) {
+  std::vector<float> out;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t i = 0; i < d; ++i) {
+          const float e = x[static_cast<size_t>(((b * heads + h) * n + t) * d + i)];
+          if (t >= t0 && t < t0 + len)
+            out.push_back(e);
+          else
+            untouched = untouched && e == fill;
+        }
+  return out;
+}
+
+std::vector<double> doubles(const std::vector<float>& x) { return std::vector<double>(x.begin(), x.end()); }
+
+/** The distributed backward on each plan against the single-process backward of the whole sequence. */
+void expect_backward_matches(const Data& d, const Case& c, bool d_state_out, Path path) {
+  const int rank = rank_of(), ranks = ranks_of();
+  Options opt;
+  opt.slopes = c.slopes;
+  opt.scale = c.scale;
+  opt.path = path;
+  opt.block_size = c.block;
+  const std::vector<float> d_o = randn(static_cast<size_t>(d.B * d.H * d.n * d.dv), 1.0f, 75 + d.n);
+  const std::vector<float> ds = randn(d.s0.size(), 0.3f, 76);
+  const View<const float> ds_view = state_view(ds.data(), d.B, d.G, d.dk, d.dv);
+  const View<const float> s0 = c.state_in ? d.s0v() : View<const float>();
+  std::vector<float> dq1(static_cast<size_t>(d.B * d.H * d.n * d.dk)), dk1(d.k.size()), dv1(d.v.size()),
+      ds1(d.s0.size()), dsl1(static_cast<size_t>(d.G));
+  backward(bhnd<const float>(d.q.data(), d.B, d.H, d.n, d.dk), bhnd<const float>(d.k.data(), d.B, d.G, d.n, d.dk),
+           bhnd<const float>(d.v.data(), d.B, d.G, d.n, d.dv), bhnd<const float>(d_o.data(), d.B, d.H, d.n, d.dv),
+           bhnd(dq1.data(), d.B, d.H, d.n, d.dk), bhnd(dk1.data(), d.B, d.G, d.n, d.dk),
+           bhnd(dv1.data(), d.B, d.G, d.n, d.dv), opt, s0, d_state_out ? ds_view : View<const float>(),
+           state_view(ds1.data(), d.B, d.G, d.dk, d.dv), dsl1.data());
+  opt.threads = c.threads;
+  for (const auto& lengths : plans(d.n, ranks)) {
+    int64_t t0 = 0;
+    for (int r = 0; r < rank; ++r) t0 += lengths[static_cast<size_t>(r)];
+    const int64_t len = lengths[static_cast<size_t>(rank)];
+    std::string what = std::string(path_name(path)) + " backward rank " + std::to_string(rank) + "/" +
+                       std::to_string(ranks) + " pieces";
+    for (int64_t l : lengths) what += " " + std::to_string(l);
+    std::vector<float> dq(dq1.size(), -7.0f), dk(dk1.size(), -7.0f), dv(dv1.size(), -7.0f), dsi(ds1.size(), -7.0f),
+        dsl(dsl1.size(), -7.0f);
+    mpi::backward(MPI_COMM_WORLD, d.piece<const float>(d.q.data(), d.H, d.dk, t0, len),
+                  d.piece<const float>(d.k.data(), d.G, d.dk, t0, len), d.piece<const float>(d.v.data(), d.G, d.dv, t0, len),
+                  d.piece<const float>(d_o.data(), d.H, d.dv, t0, len), d.piece(dq.data(), d.H, d.dk, t0, len),
+                  d.piece(dk.data(), d.G, d.dk, t0, len), d.piece(dv.data(), d.G, d.dv, t0, len), opt,
+                  rank == 0 ? s0 : View<const float>(),
+                  d_state_out && rank == ranks - 1 ? ds_view : View<const float>(),
+                  rank == 0 ? state_view(dsi.data(), d.B, d.G, d.dk, d.dv) : View<float>(), dsl.data());
+    bool untouched = true, unused = true;  // the single-process gradients fill every row
+    const auto mq = rows_of(dq, d.B, d.H, d.n, d.dk, t0, len, untouched, -7.0f),
+               oq = rows_of(dq1, d.B, d.H, d.n, d.dk, t0, len, unused, 0.0f);
+    const auto mk = rows_of(dk, d.B, d.G, d.n, d.dk, t0, len, untouched, -7.0f),
+               ok = rows_of(dk1, d.B, d.G, d.n, d.dk, t0, len, unused, 0.0f);
+    const auto mv = rows_of(dv, d.B, d.G, d.n, d.dv, t0, len, untouched, -7.0f),
+               ov = rows_of(dv1, d.B, d.G, d.n, d.dv, t0, len, unused, 0.0f);
+    EXPECT_TRUE(untouched) << what;
+    if (len > 0) {
+      EXPECT_LE(rel_rms(mq, doubles(oq)), kFp32Tolerance) << what << " dq";
+      EXPECT_LE(rel_rms(mk, doubles(ok)), kFp32Tolerance) << what << " dk";
+      EXPECT_LE(rel_rms(mv, doubles(ov)), kFp32Tolerance) << what << " dv";
+    }
+    if (rank == 0)
+      EXPECT_LE(rel_rms(dsi, doubles(ds1)), kFp32Tolerance) << what << " d_state_in";
+    else
+      EXPECT_EQ(dsi, std::vector<float>(ds1.size(), -7.0f)) << what;
+    EXPECT_LE(rel_rms(dsl, doubles(dsl1)), kFp32Tolerance) << what << " d_slopes";
+  }
+}
+
+TEST_P(MpiForward, Backward) {
+  const Data d(2, 4, 2, 300, 16, 24);  // grouped heads, slopes 0.05 and 30, d_k != d_v
+  expect_backward_matches(d, {kSlopes, 0.5f, true, false, 1, 32}, true, GetParam());
+  expect_backward_matches(d, {kSlopes + 2, 1.0f, false, false, 2, 16}, false, GetParam());  // slopes 1e-6, 0.3
+  const Data one(1, 1, 1, 129, 8, 8);
+  expect_backward_matches(one, {nullptr, 1.0f, true, false, 3, 16}, true, GetParam());  // no decay
+}
+
 // Bad input on one rank, or a disagreement between ranks, throws on every rank with one message.
 void expect_everywhere(const std::function<void()>& call, std::initializer_list<const char*> fragments) {
   expect_invalid_argument(call, fragments);
@@ -259,6 +343,31 @@ TEST(MpiErrors, StorageTypeDiffersAcrossRanks) {
     expect_everywhere([&] { mpi::forward(MPI_COMM_WORLD, x.view(x.q, x.dk), x.view(x.k, x.dk), x.view(x.v, x.dv), x.out()); },
                       {"storage types differ across ranks"});
   }
+}
+
+TEST(MpiErrors, BackwardStatesOnTheirRanks) {
+  if (ranks_of() < 2) GTEST_SKIP() << "needs 2 ranks";
+  Small x;
+  std::vector<float> dq(80, 0.5f), dk = dq, dv = dq, ds(16, 0.5f);
+  const auto call = [&](View<const float> ds_out, View<float> ds_in) {
+    mpi::backward(MPI_COMM_WORLD, x.view(x.q, 4), x.view(x.k, 4), x.view(x.v, 4), x.view(x.o, 4),
+                  bhnd(dq.data(), 1, 1, x.n, 4), bhnd(dk.data(), 1, 1, x.n, 4), bhnd(dv.data(), 1, 1, x.n, 4), {}, {},
+                  ds_out, ds_in);
+  };
+  const View<const float> s = state_view(static_cast<const float*>(x.s.data()), 1, 1, 4, 4);
+  expect_everywhere([&] { call(rank_of() == 0 ? s : View<const float>(), {}); },
+                    {"lightning::mpi::backward: d_state_out is given on rank 0", "only the last rank"});
+  expect_everywhere([&] { call({}, rank_of() == 1 ? state_view(ds.data(), 1, 1, 4, 4) : View<float>()); },
+                    {"d_state_in is given on rank 1", "only rank 0"});
+  // A local error (dk of the wrong length on the last rank) reaches every rank, and nothing is written.
+  const int last = ranks_of() - 1;
+  expect_everywhere([&] {
+    mpi::backward(MPI_COMM_WORLD, x.view(x.q, 4), x.view(x.k, 4), x.view(x.v, 4), x.view(x.o, 4),
+                  bhnd(dq.data(), 1, 1, x.n, 4), bhnd(dk.data(), 1, 1, rank_of() == last ? x.n - 1 : x.n, 4),
+                  bhnd(dv.data(), 1, 1, x.n, 4));
+  }, {"lightning::mpi::backward (rank", "dk [batch=1, heads=1, seq=19"});
+  EXPECT_EQ(dq, std::vector<float>(80, 0.5f));
+  EXPECT_EQ(ds, std::vector<float>(16, 0.5f));
 }
 
 TEST(MpiErrors, StateInOnlyOnRankZero) {
