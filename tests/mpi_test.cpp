@@ -1,5 +1,5 @@
-// lightning::mpi::forward against the single-process lightning::forward on the same data, run by
-// ctest under mpirun at 1, 2, 3 and 4 ranks. Every rank makes the whole (small) sequence, runs the
+// lightning::mpi::forward and mpi::backward against the single-process forward and backward on the
+// same data, run by ctest under mpirun at 1, 2, 3 and 4 ranks. Every rank makes the whole (small) sequence, runs the
 // single-process forward, takes its own piece and checks it; every check is an EXPECT (never an
 // early return), so all ranks reach every collective and none is left waiting.
 #include <gtest/gtest.h>

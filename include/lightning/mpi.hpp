@@ -1,4 +1,5 @@
-// Sequence parallelism across MPI processes: each rank holds a consecutive piece of the sequence.
+// Sequence parallelism across MPI processes, forward and backward: each rank holds a consecutive
+// piece of the sequence.
 //
 // Optional: include it only in a program that links MPI (CMake: find_package(MPI COMPONENTS CXX),
 // MPI::MPI_CXX). The core headers and lightning.hpp never include it. The algorithm is SPEC.md's
