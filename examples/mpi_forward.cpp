@@ -12,6 +12,8 @@
 #include <lightning/mpi.hpp>
 #include <mpi.h>
 
+#include <time.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -76,6 +78,13 @@ long long written_bytes() {
   return wchar;
 }
 
+/** CPU seconds this process has used (all its threads): against the wall time, how much CPU it got. */
+double cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -119,12 +128,14 @@ int main(int argc, char** argv) {
 
   MPI_Barrier(MPI_COMM_WORLD);
   const long long written_before = written_bytes();
+  const double cpu_start = cpu_seconds();
   const auto start = std::chrono::steady_clock::now();
   lightning::mpi::forward(MPI_COMM_WORLD, lightning::bhnd(q.data(), 1, H, len, D), lightning::bhnd(k.data(), 1, H, len, D),
                           lightning::bhnd(v.data(), 1, H, len, D), lightning::bhnd(o.data(), 1, H, len, D), options,
                           {}, rank == ranks - 1 ? lightning::state_view(state.data(), 1, H, D, D)
                                                 : lightning::View<float>());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double cpu = cpu_seconds() - cpu_start;
   const long long written = written_bytes() - written_before;
   MPI_Barrier(MPI_COMM_WORLD);
   const double all = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -138,10 +149,10 @@ int main(int argc, char** argv) {
   while ((1 << steps) < ranks) ++steps;
   for (int r = 0; r < ranks; ++r) {
     if (r == rank)
-      std::printf("rank %d/%d: tokens [%lld, %lld) = %lld, forward %.3f s (all ranks done: %.3f s), "
+      std::printf("rank %d/%d: tokens [%lld, %lld) = %lld, forward %.3f s (CPU %.3f s; all ranks done: %.3f s), "
                   "scan element %lld bytes, ceil(log2 P) = %d; written to sockets during the call: %lld bytes\n",
                   rank, ranks, static_cast<long long>(t0), static_cast<long long>(t0 + len),
-                  static_cast<long long>(len), seconds, all, static_cast<long long>(element), steps,
+                  static_cast<long long>(len), seconds, cpu, all, static_cast<long long>(element), steps,
                   written);
     std::fflush(stdout);
     MPI_Barrier(MPI_COMM_WORLD);
