@@ -14,6 +14,71 @@
 
 namespace lightning {
 
+namespace detail {
+
+/** The argument checks of backward() (and of mpi::backward), all before anything is written. */
+template <class T>
+void check_backward(const char* where, const View<const T>& q, const View<const T>& k, const View<const T>& v,
+                    const View<const T>& d_o, const View<T>& dq, const View<T>& dk, const View<T>& dv,
+                    const Options& options, const View<const float>& state_in, const View<const float>& d_state_out,
+                    const View<float>& d_state_in, const float* d_slopes) {
+  std::vector<std::pair<const char*, Span>> inputs = {
+      {"q", checked_span(where, "q", q)},
+      {"k", checked_span(where, "k", k)},
+      {"v", checked_span(where, "v", v)},
+      {"d_o", checked_span(where, "d_o", d_o)},
+      {"state_in", checked_span(where, "state_in", state_in)},
+      {"d_state_out", checked_span(where, "d_state_out", d_state_out)}};
+  if (q.dim < 1 || v.dim < 1) fail(where, "head dims must be >= 1: q.dim = ", q.dim, ", v.dim = ", v.dim);
+  if (k.heads < 1 || q.heads % k.heads != 0)
+    fail(where, "q.heads (", q.heads, ") must be a multiple of k.heads (", k.heads, ")");
+  const int64_t B = q.batch, H = q.heads, G = k.heads, n = q.seq, d_k = q.dim, d_v = v.dim;
+  require_shape(where, "k", k, B, G, n, d_k);
+  require_shape(where, "v", v, B, G, n, d_v);
+  require_shape(where, "d_o", d_o, B, H, n, d_v);
+  if (!state_in.absent()) require_shape(where, "state_in", state_in, B, G, d_k, d_v);
+  if (!d_state_out.absent()) require_shape(where, "d_state_out", d_state_out, B, G, d_k, d_v);
+  check_options(where, options, G);
+  if (options.slopes) {
+    const auto lo = reinterpret_cast<uintptr_t>(options.slopes);
+    inputs.push_back({"options.slopes", {lo, lo + static_cast<uintptr_t>(G) * sizeof(float)}});
+  }
+
+  // Outputs: shapes, no element written twice, and none overlapping an input or another output.
+  std::vector<std::pair<const char*, Span>> outputs;
+  const auto add_output = [&](const char* name, const auto& x, int64_t heads, int64_t seq, int64_t dim) {
+    const Span s = checked_span(where, name, x);
+    if (x.absent()) return;
+    require_shape(where, name, x, B, heads, seq, dim);
+    check_no_self_overlap(where, name, x);
+    outputs.push_back({name, s});
+  };
+  add_output("dq", dq, H, n, d_k);
+  add_output("dk", dk, G, n, d_k);
+  add_output("dv", dv, G, n, d_v);
+  add_output("d_state_in", d_state_in, G, d_k, d_v);
+  if (d_slopes) {
+    const auto lo = reinterpret_cast<uintptr_t>(d_slopes);
+    outputs.push_back({"d_slopes", {lo, lo + static_cast<uintptr_t>(G) * sizeof(float)}});
+  }
+  const bool carried = !d_state_in.absent() && d_state_in.data == d_state_out.data &&
+                       d_state_in.batch_stride == d_state_out.batch_stride &&
+                       d_state_in.head_stride == d_state_out.head_stride &&
+                       d_state_in.seq_stride == d_state_out.seq_stride;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    for (const auto& [name, span] : inputs) {
+      const bool same_state = carried && outputs[i].first == std::string_view("d_state_in") &&
+                              name == std::string_view("d_state_out");
+      if (!same_state) check_disjoint(where, outputs[i].first, outputs[i].second, name, span);
+    }
+    for (size_t j = 0; j < i; ++j)
+      check_disjoint(where, outputs[i].first, outputs[i].second, outputs[j].first, outputs[j].second);
+  }
+
+}
+
+}  // namespace detail
+
 /**
  * The gradients of the forward (SPEC.md, "Backward"): with dO the gradient of o and dS_out that of
  * state_out, the adjoint state D_t = lambda D_{t+1} + scale q_t^T do_t (D_{n-1} = dS_out + scale
@@ -42,60 +107,9 @@ void backward(View<const T> q, View<const T> k, View<const T> v, View<const T> d
   // dv in the outputs, which pass 2 reads back to add the inter-block parts: with 16-bit outputs that
   // rounds twice, so a 16-bit backward needs pass 2 to recompute those parts (and its own tests) first.
   static_assert(std::is_same_v<T, float>, "lightning::backward supports fp32 storage only (README, Backward)");
-  constexpr const char* where = "lightning::backward";
-  std::vector<std::pair<const char*, detail::Span>> inputs = {
-      {"q", detail::checked_span(where, "q", q)},
-      {"k", detail::checked_span(where, "k", k)},
-      {"v", detail::checked_span(where, "v", v)},
-      {"d_o", detail::checked_span(where, "d_o", d_o)},
-      {"state_in", detail::checked_span(where, "state_in", state_in)},
-      {"d_state_out", detail::checked_span(where, "d_state_out", d_state_out)}};
-  if (q.dim < 1 || v.dim < 1) detail::fail(where, "head dims must be >= 1: q.dim = ", q.dim, ", v.dim = ", v.dim);
-  if (k.heads < 1 || q.heads % k.heads != 0)
-    detail::fail(where, "q.heads (", q.heads, ") must be a multiple of k.heads (", k.heads, ")");
-  const int64_t B = q.batch, H = q.heads, G = k.heads, n = q.seq, d_k = q.dim, d_v = v.dim;
-  detail::require_shape(where, "k", k, B, G, n, d_k);
-  detail::require_shape(where, "v", v, B, G, n, d_v);
-  detail::require_shape(where, "d_o", d_o, B, H, n, d_v);
-  if (!state_in.absent()) detail::require_shape(where, "state_in", state_in, B, G, d_k, d_v);
-  if (!d_state_out.absent()) detail::require_shape(where, "d_state_out", d_state_out, B, G, d_k, d_v);
-  detail::check_options(where, options, G);
-  if (options.slopes) {
-    const auto lo = reinterpret_cast<uintptr_t>(options.slopes);
-    inputs.push_back({"options.slopes", {lo, lo + static_cast<uintptr_t>(G) * sizeof(float)}});
-  }
-
-  // Outputs: shapes, no element written twice, and none overlapping an input or another output.
-  std::vector<std::pair<const char*, detail::Span>> outputs;
-  const auto add_output = [&](const char* name, const auto& x, int64_t heads, int64_t seq, int64_t dim) {
-    const detail::Span s = detail::checked_span(where, name, x);
-    if (x.absent()) return;
-    detail::require_shape(where, name, x, B, heads, seq, dim);
-    detail::check_no_self_overlap(where, name, x);
-    outputs.push_back({name, s});
-  };
-  add_output("dq", dq, H, n, d_k);
-  add_output("dk", dk, G, n, d_k);
-  add_output("dv", dv, G, n, d_v);
-  add_output("d_state_in", d_state_in, G, d_k, d_v);
-  if (d_slopes) {
-    const auto lo = reinterpret_cast<uintptr_t>(d_slopes);
-    outputs.push_back({"d_slopes", {lo, lo + static_cast<uintptr_t>(G) * sizeof(float)}});
-  }
-  const bool carried = !d_state_in.absent() && d_state_in.data == d_state_out.data &&
-                       d_state_in.batch_stride == d_state_out.batch_stride &&
-                       d_state_in.head_stride == d_state_out.head_stride &&
-                       d_state_in.seq_stride == d_state_out.seq_stride;
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    for (const auto& [name, span] : inputs) {
-      const bool same_state = carried && outputs[i].first == std::string_view("d_state_in") &&
-                              name == std::string_view("d_state_out");
-      if (!same_state) detail::check_disjoint(where, outputs[i].first, outputs[i].second, name, span);
-    }
-    for (size_t j = 0; j < i; ++j)
-      detail::check_disjoint(where, outputs[i].first, outputs[i].second, outputs[j].first, outputs[j].second);
-  }
-
+  detail::check_backward("lightning::backward", q, k, v, d_o, dq, dk, dv, options, state_in, d_state_out, d_state_in,
+                         d_slopes);
+  const int64_t B = q.batch, G = k.heads, d_k = q.dim, d_v = v.dim;
   const int64_t block = options.block_size ? options.block_size : detail::default_block_size(d_k, d_v, options.path);
   std::vector<double> slope_parts(d_slopes ? static_cast<size_t>(B * G) : 0);
   const detail::BackwardArgs<T> args{q,           k,          v,  d_o,      dq, dk, dv, state_in, d_state_out,
