@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -266,6 +267,43 @@ TEST_P(Backward, ChunkedEqualsWhole) {
   EXPECT_LE(rel_rms(ds, d(ds0)), kFp32Tolerance);
   for (int64_t h = 0; h < H; ++h) dsl1[h] += dsl2[h];
   EXPECT_LE(rel_rms(dsl1, d(dsl)), kFp32Tolerance);
+}
+
+// A NaN or Inf in one input reaches exactly the gradients the double reference has non-finite,
+// as the forward's policy (README, Reliability): the masked zeros of the intra-block products must
+// not carry it to other tokens (0 * NaN is NaN), in particular not through the transposed, upper
+// triangular P~^T Q and A~^T dO of dK and dV, where an earlier row of the same register tile
+// reached a later one (found by the fuzzer).
+TEST_P(Backward, NonFiniteInputsReachOnlyWhatDependsOnThem) {
+  const Case c{1, 2, 1, 40, 5, 3, 16};
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct Poke {
+    char tensor;  // q, k, v, d_o, s (state_in) or d (d_state_out)
+    int64_t index;
+    float value;
+  };
+  // Tokens at the start, inside and at the end of a register tile and of a block.
+  const std::vector<Poke> pokes = {{'q', (0 * 40 + 0) * 5 + 0, nan},  {'q', (1 * 40 + 17) * 5 + 2, inf},
+                                   {'d', 1 * 3 + 2, nan},             {'o', (0 * 40 + 1) * 3 + 1, nan},
+                                   {'o', (1 * 40 + 22) * 3 + 0, -inf}, {'k', 9 * 5 + 4, nan},
+                                   {'v', 31 * 3 + 1, inf},            {'s', 2 * 3 + 0, nan}};
+  for (const Poke& poke : pokes) {
+    Problem p(c);
+    auto& x = poke.tensor == 'q' ? p.q : poke.tensor == 'k' ? p.k : poke.tensor == 'v' ? p.v
+            : poke.tensor == 'o' ? p.d_o : poke.tensor == 's' ? p.s0 : p.ds1;
+    x[static_cast<size_t>(poke.index)] = poke.value;
+    p.run(GetParam());
+    const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
+    const auto mismatches = [](const std::vector<float>& got, const std::vector<double>& want) {
+      int bad = 0;
+      for (size_t i = 0; i < got.size(); ++i) bad += std::isfinite(got[i]) != std::isfinite(want[i]);
+      return bad;
+    };
+    EXPECT_EQ(mismatches(p.dq, ref.dq), 0) << "dq, " << poke.tensor << "[" << poke.index << "]";
+    EXPECT_EQ(mismatches(p.dk, ref.dk), 0) << "dk, " << poke.tensor << "[" << poke.index << "]";
+    EXPECT_EQ(mismatches(p.dv, ref.dv), 0) << "dv, " << poke.tensor << "[" << poke.index << "]";
+    EXPECT_EQ(mismatches(p.ds0, ref.d_state_in), 0) << "d_state_in, " << poke.tensor << "[" << poke.index << "]";
+  }
 }
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);
