@@ -599,14 +599,14 @@ void fuzz_varlen(Bytes& in) {
   int64_t num_seqs = in.extent(8);
   const bool null_offsets = num_seqs > 64 || in.u8() % 32 == 0;
   std::vector<int64_t> offsets(null_offsets || num_seqs < 0 ? 1 : static_cast<size_t>(num_seqs + 1), 0);
-  for (size_t i = 1; i < offsets.size(); ++i)
-    offsets[i] = std::min(N, offsets[i - 1] + in.u8() % (std::max<int64_t>(N, 0) / static_cast<int64_t>(offsets.size()) * 2 + 2));
+  const int64_t step = std::clamp<int64_t>(N, 0, 1 << 20) / static_cast<int64_t>(offsets.size()) * 2 + 2;
+  for (size_t i = 1; i < offsets.size(); ++i) offsets[i] = std::min(N, offsets[i - 1] + in.u8() % step);
   if (in.u8() % 4 == 0) {
     static const int64_t hostile[] = {-1, 1, std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min(),
                                       int64_t{1} << 62, 0};
     int64_t& x = offsets[in.u8() % offsets.size()];
     const uint8_t how = in.u8() % 8;
-    x = how < 6 ? hostile[how] : how == 6 ? x - 1 : N + 1;
+    x = how < 6 ? hostile[how] : how == 6 ? x - 1 : N < std::numeric_limits<int64_t>::max() ? N + 1 : N;
   }
   Tensor q = make(in, B, H, N, dk, rng, specials), k = make(in, B, G, N, dk, rng, specials),
          v = make(in, B, G, N, dv, rng, specials), o = make(in, B, H, N, dv, rng, {});
