@@ -273,37 +273,48 @@ TEST_P(Backward, ChunkedEqualsWhole) {
 // as the forward's policy (README, Reliability): the masked zeros of the intra-block products must
 // not carry it to other tokens (0 * NaN is NaN), in particular not through the transposed, upper
 // triangular P~^T Q and A~^T dO of dK and dV, where an earlier row of the same register tile
-// reached a later one (found by the fuzzer).
+// reached a later one. d_slopes sums a term for every token (weight 0 at lag 0 and without an
+// initial state), so any NaN or Inf of the head reaches it: at token 0 without a state, at the
+// last token without dS_out, and with n = 0. (The first found by the fuzzer, the second by reading
+// the reference while adding the fuzzer's backward entry point.)
 TEST_P(Backward, NonFiniteInputsReachOnlyWhatDependsOnThem) {
-  const Case c{1, 2, 1, 40, 5, 3, 16};
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   struct Poke {
-    char tensor;  // q, k, v, d_o, s (state_in) or d (d_state_out)
+    char tensor;  // q, k, v, o (d_o), s (state_in) or d (d_state_out)
     int64_t index;
     float value;
   };
-  // Tokens at the start, inside and at the end of a register tile and of a block.
-  const std::vector<Poke> pokes = {{'q', (0 * 40 + 0) * 5 + 0, nan},  {'q', (1 * 40 + 17) * 5 + 2, inf},
-                                   {'d', 1 * 3 + 2, nan},             {'o', (0 * 40 + 1) * 3 + 1, nan},
-                                   {'o', (1 * 40 + 22) * 3 + 0, -inf}, {'k', 9 * 5 + 4, nan},
-                                   {'v', 31 * 3 + 1, inf},            {'s', 2 * 3 + 0, nan}};
-  for (const Poke& poke : pokes) {
-    Problem p(c);
-    auto& x = poke.tensor == 'q' ? p.q : poke.tensor == 'k' ? p.k : poke.tensor == 'v' ? p.v
-            : poke.tensor == 'o' ? p.d_o : poke.tensor == 's' ? p.s0 : p.ds1;
-    x[static_cast<size_t>(poke.index)] = poke.value;
-    p.run(GetParam());
-    const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
-    const auto mismatches = [](const std::vector<float>& got, const std::vector<double>& want) {
-      int bad = 0;
-      for (size_t i = 0; i < got.size(); ++i) bad += std::isfinite(got[i]) != std::isfinite(want[i]);
-      return bad;
-    };
-    EXPECT_EQ(mismatches(p.dq, ref.dq), 0) << "dq, " << poke.tensor << "[" << poke.index << "]";
-    EXPECT_EQ(mismatches(p.dk, ref.dk), 0) << "dk, " << poke.tensor << "[" << poke.index << "]";
-    EXPECT_EQ(mismatches(p.dv, ref.dv), 0) << "dv, " << poke.tensor << "[" << poke.index << "]";
-    EXPECT_EQ(mismatches(p.ds0, ref.d_state_in), 0) << "d_state_in, " << poke.tensor << "[" << poke.index << "]";
-  }
+  const auto check = [&](const Case& c, const std::vector<Poke>& pokes) {
+    for (const Poke& poke : pokes) {
+      Problem p(c);
+      auto& x = poke.tensor == 'q' ? p.q : poke.tensor == 'k' ? p.k : poke.tensor == 'v' ? p.v
+              : poke.tensor == 'o' ? p.d_o : poke.tensor == 's' ? p.s0 : p.ds1;
+      x[static_cast<size_t>(poke.index)] = poke.value;
+      p.run(GetParam());
+      const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
+      const auto mismatches = [](const std::vector<float>& got, const std::vector<double>& want) {
+        int bad = 0;
+        for (size_t i = 0; i < got.size(); ++i) bad += std::isfinite(got[i]) != std::isfinite(want[i]);
+        return bad;
+      };
+      const std::string what = std::string(1, poke.tensor) + "[" + std::to_string(poke.index) + "], n = " + std::to_string(c.n);
+      EXPECT_EQ(mismatches(p.dq, ref.dq), 0) << "dq, " << what;
+      EXPECT_EQ(mismatches(p.dk, ref.dk), 0) << "dk, " << what;
+      EXPECT_EQ(mismatches(p.dv, ref.dv), 0) << "dv, " << what;
+      EXPECT_EQ(mismatches(p.ds0, ref.d_state_in), 0) << "d_state_in, " << what;
+      EXPECT_EQ(mismatches(p.dsl, ref.d_slopes), 0) << "d_slopes, " << what;
+    }
+  };
+  // Tokens at the start, inside and at the end of a register tile and of a block; q has 2 heads, k and v 1.
+  check({1, 2, 1, 40, 5, 3, 16}, {{'q', (0 * 40 + 0) * 5 + 0, nan}, {'q', (1 * 40 + 17) * 5 + 2, inf},
+                                  {'d', 1 * 3 + 2, nan}, {'o', (0 * 40 + 1) * 3 + 1, nan},
+                                  {'o', (1 * 40 + 22) * 3 + 0, -inf}, {'k', 9 * 5 + 4, nan},
+                                  {'v', 31 * 3 + 1, inf}, {'s', 2 * 3 + 0, nan}});
+  Case stateless{1, 2, 1, 40, 5, 3, 16};
+  stateless.state_in = stateless.d_state_out = false;
+  check(stateless, {{'q', 0, nan}, {'o', (1 * 40 + 0) * 3 + 2, inf}, {'k', 39 * 5 + 1, nan}, {'v', 39 * 3 + 2, -inf}});
+  Case empty{1, 2, 1, 0, 5, 3, 16};
+  check(empty, {{'s', 4, nan}, {'d', 7, inf}});
 }
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);

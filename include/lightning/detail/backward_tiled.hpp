@@ -142,6 +142,17 @@ double weighted_row_dots(int64_t m, int64_t d, const float* x, const float* y, W
   return acc;
 }
 
+/**
+ * 0 when x[0 .. count) are all finite, NaN otherwise (x - x is NaN exactly for NaN and infinities).
+ * d_slopes[g] sums a term for every token of head g, the weight-0 ones (lag 0, no initial state)
+ * included, so a NaN or Inf anywhere in head g's inputs makes it NaN, as 0 * NaN is NaN (README).
+ */
+inline float nonfinite_poison(const float* x, int64_t count) {
+  float p = 0.0f;
+  for (int64_t i = 0; i < count; ++i) p += x[i] - x[i];
+  return p;
+}
+
 /** Pass 1 (blocks in forward order) for batch b, k/v head g: dQ, the intra-block dK and dV, d_slopes. */
 template <Path P, class T>
 void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
@@ -160,10 +171,12 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   float* Pt = w.pt.data();
   float* dQ = w.dq.data();
   bool s_zero = a.state_in.absent(), w_zero = true;
+  float poison = 0.0f;  // NaN once a NaN or Inf is among the inputs d_slopes reads
   if (!s_zero && keep_s)
     for (int64_t i = 0; i < dk; ++i) {
       const float* row = a.state_in.row(b, g, i);
       for (int64_t c = 0; c < dv; ++c) St[c * dk + i] = row[c];
+      if (need_ds) poison += nonfinite_poison(row, dv);
     }
   double slope_sum = 0;  // sum_t c q_t W_t do_t^T, in double across blocks
 
@@ -176,6 +189,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       for (int64_t i = 0; i < dk; ++i) w.k[j * dk + i] = to_float(kr[i]);
       for (int64_t c = 0; c < dv; ++c) w.vd[j * dv + c] = to_float(vr[c]);
     }
+    if (need_ds) poison += nonfinite_poison(w.k.data(), m * dk) + nonfinite_poison(w.vd.data(), m * dv);
     for (int64_t j = 0; j < m; ++j) {  // row scales towards the block's end: lambda^{m-1-j}, (m-1-j) lambda^{m-1-j}
       w.to_end[j] = pw[m - 1 - j];
       w.to_end_weighted[j] = wpw[m - 1 - j];
@@ -192,6 +206,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         for (int64_t c = 0; c < dk; ++c) w.q[i * dk + c] = to_float(qr[c]);
         for (int64_t c = 0; c < dv; ++c) w.d_o[i * dv + c] = to_float(dr[c]);
       }
+      if (need_ds) poison += nonfinite_poison(w.q.data(), m * dk) + nonfinite_poison(w.d_o.data(), m * dv);
       // Inter: dQ = (c lambda^{i+1}) dO S^T; the slope terms (i+1) q_i . dQ_i and c lambda^{i+1} q_i W do_i^T.
       if (keep_s && !s_zero) {
         gemm<P>(Part::full, m, dk, dv, w.d_o.data(), dv, St, dk, dQ, dk, 0.0f);
@@ -258,12 +273,14 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   }
   if (need_ds) {
     double out = slope_sum;
-    if (!w_zero && !a.d_state_out.absent())
+    if (!a.d_state_out.absent())
       for (int64_t i = 0; i < dk; ++i) {
         const float* row = a.d_state_out.row(b, g, i);
-        for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * dk + i];
+        poison += nonfinite_poison(row, dv);
+        if (!w_zero)
+          for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * dk + i];
       }
-    a.d_slopes[b * a.k.heads + g] = -out;
+    a.d_slopes[b * a.k.heads + g] = poison == 0.0f ? -out : static_cast<double>(poison);
   }
 }
 
