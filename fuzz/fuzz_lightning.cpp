@@ -363,9 +363,12 @@ void forward_as(Bytes& in) {
   View<float> sout_view = s_out.view;
   if (in_place) sout_view = View<float>(const_cast<float*>(sin_view.data), sin_view.batch, sin_view.heads, sin_view.seq,
                                         sin_view.dim, sin_view.batch_stride, sin_view.head_stride, sin_view.seq_stride);
+  // Everything the checks read from the inputs is taken now: an in-place state_out overwrites state_in.
   std::vector<float> qs, ks, vs, ss, qa, ka, va, sa;
   const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false),
              s0 = copy_of(s_in, ss, false);
+  const auto qa0 = copy_of(q, qa, true), ka0 = copy_of(k, ka, true), va0 = copy_of(v, va, true), sa0 = copy_of(s_in, sa, true);
+  const Flushed flushed(c.opt.scale, dk, n, q, k, v, s_in);
   const std::vector<std::vector<E>> before_in = {q_e.buf, k_e.buf, v_e.buf};
   const std::vector<E> before_o = o_e.buf;
   const std::vector<float> before_s = s_out.buf;
@@ -377,10 +380,8 @@ void forward_as(Bytes& in) {
     bug("an input was written");
   check_written_inside(o, o_e.buf, before_o);
   if (!in_place && states & 2) check_only_outputs_written({&s_in}, {ss}, s_out, before_s);
-  const Flushed flushed(c.opt.scale, dk, n, q, k, v, s_in);
   const auto ref = lightning::reference::quadratic(q0, k0, v0, c.opt.slopes, c.opt.scale, s0);
-  const auto ref_abs = lightning::reference::quadratic(copy_of(q, qa, true), copy_of(k, ka, true), copy_of(v, va, true),
-                                                       c.opt.slopes, std::abs(c.opt.scale), copy_of(s_in, sa, true));
+  const auto ref_abs = lightning::reference::quadratic(qa0, ka0, va0, c.opt.slopes, std::abs(c.opt.scale), sa0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < n; ++t)
@@ -439,6 +440,7 @@ void fuzz_decode(Bytes& in) {
   std::vector<float> qs, ks, vs, ss, qa, ka, va, sa;
   const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false), s0 = copy_of(st, ss, false);
   const auto qa0 = copy_of(q, qa, true), ka0 = copy_of(k, ka, true), va0 = copy_of(v, va, true), sa0 = copy_of(st, sa, true);
+  const Flushed flushed(c.opt.scale, dk, 1, q, k, v, st);  // before the call, which updates the states in place
   const std::vector<std::vector<float>> before_in = {q.buf, k.buf, v.buf};
   const std::vector<float> before_o = o.buf, before_s = st.buf;
   const bool ran = run([&] { lightning::decode<float>(q.view, k.view, v.view, o.view, st.view, c.opt,
@@ -446,7 +448,6 @@ void fuzz_decode(Bytes& in) {
                        c, {q, k, v, o, st});
   if (!ran) return;
   check_only_outputs_written({&q, &k, &v}, before_in, o, before_o);
-  const Flushed flushed(c.opt.scale, dk, 1, q, k, v, st);
   // Sequence by sequence: the one-token recurrence from the slot's state; padding is neither read nor written.
   const auto one = [](View<const float> x, int64_t b) { return View<const float>(x.row(b, 0, 0), 1, x.heads, 1, x.dim, 0, x.head_stride, x.seq_stride); };
   for (int64_t b = 0; b < B; ++b) {
@@ -531,9 +532,18 @@ void fuzz_backward(Bytes& in) {
 
   View<float> dsin_view = ds_in.view;
   if (carried) dsin_view = ds_out.view;
+  // Everything the checks read from the inputs is taken now: a carried d_state_in overwrites d_state_out.
   std::vector<float> qs, ks, vs, ds, ss, os, qa, ka, va, da, sa, oa;
   const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false),
              do0 = copy_of(d_o, ds, false), s0 = copy_of(s_in, ss, false), dso0 = copy_of(ds_out, os, false);
+  const auto qa0 = copy_of(q, qa, true), ka0 = copy_of(k, ka, true), va0 = copy_of(v, va, true),
+             doa0 = copy_of(d_o, da, true), sa0 = copy_of(s_in, sa, true), dsoa0 = copy_of(ds_out, oa, true);
+  // Decay powers (and scale times them, and p times them) below the smallest normal float are taken as 0:
+  // each dropped term is below FLT_MIN times a product of at most three inputs, summed over pairs and dims.
+  double m = 1;
+  for (const Tensor* t : {&q, &k, &v, &d_o, &s_in, &ds_out}) m = std::max(m, max_abs(t->buf));
+  const double flushed = FLT_MIN * (1 + std::abs(c.opt.scale)) * m * m * m * static_cast<double>((n + 1) * (n + 1) * (n + 1)) *
+                         static_cast<double>((dk + 1) * (dv + 1));
   const std::vector<float> before_dq = dq.buf, before_dk = dkk.buf, before_dv = dvv.buf, before_dsin = ds_in.buf,
                            before_dsout = ds_out.buf, before_slopes = d_slopes_buf;
   const bool ran = run(
@@ -557,15 +567,8 @@ void fuzz_backward(Bytes& in) {
   if (B == 0 || H == 0) return;
 
   const auto ref = lightning::reference::backward_quadratic(q0, k0, v0, do0, c.opt.slopes, c.opt.scale, s0, dso0);
-  const auto ref_abs = lightning::reference::backward_quadratic(
-      copy_of(q, qa, true), copy_of(k, ka, true), copy_of(v, va, true), copy_of(d_o, da, true), c.opt.slopes,
-      std::abs(c.opt.scale), copy_of(s_in, sa, true), copy_of(ds_out, oa, true));
-  // Decay powers (and scale times them, and p times them) below the smallest normal float are taken as 0:
-  // each dropped term is below FLT_MIN times a product of at most three inputs, summed over pairs and dims.
-  double m = 1;
-  for (const Tensor* t : {&q, &k, &v, &d_o, &s_in, &ds_out}) m = std::max(m, max_abs(t->buf));
-  const double flushed = FLT_MIN * (1 + std::abs(c.opt.scale)) * m * m * m * static_cast<double>((n + 1) * (n + 1) * (n + 1)) *
-                         static_cast<double>((dk + 1) * (dv + 1));
+  const auto ref_abs = lightning::reference::backward_quadratic(qa0, ka0, va0, doa0, c.opt.slopes, std::abs(c.opt.scale),
+                                                                sa0, dsoa0);
   const auto compare = [&](const Tensor& out, const View<float>& view, const std::vector<double>& r,
                            const std::vector<double>& r_abs, int64_t heads, int64_t seq, int64_t dim) {
     if (out.view.absent()) return;
@@ -639,6 +642,7 @@ void fuzz_varlen(Bytes& in) {
   const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false),
              s0 = copy_of(s_in, ss, false);
   const auto qa0 = copy_of(q, qa, true), ka0 = copy_of(k, ka, true), va0 = copy_of(v, va, true), sa0 = copy_of(s_in, sa, true);
+  const Flushed flushed(c.opt.scale, dk, N, q, k, v, s_in);
   const std::vector<std::vector<float>> before_in = {q.buf, k.buf, v.buf};
   const std::vector<float> before_o = o.buf, before_s = s_out.buf;
   const bool ran = run(
@@ -657,7 +661,6 @@ void fuzz_varlen(Bytes& in) {
       if (std::memcmp(o.view.row(0, h, t), before_o.data() + (o.view.row(0, h, t) - o.buf.data()), sizeof(float) * dv))
         bug("forward_varlen wrote a token past offsets[num_seqs]");
   // Each sequence against the reference on it alone, from its own state.
-  const Flushed flushed(c.opt.scale, dk, N, q, k, v, s_in);
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int64_t t0 = offsets[s], len = offsets[s + 1] - t0;
     const auto part = [&](const View<const float>& x) {
