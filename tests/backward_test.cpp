@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "lightning/reference/backward.hpp"
@@ -315,6 +316,28 @@ TEST_P(Backward, NonFiniteInputsReachOnlyWhatDependsOnThem) {
   check(stateless, {{'q', 0, nan}, {'o', (1 * 40 + 0) * 3 + 2, inf}, {'k', 39 * 5 + 1, nan}, {'v', 39 * 3 + 2, -inf}});
   Case empty{1, 2, 1, 0, 5, 3, 16};
   check(empty, {{'s', 4, nan}, {'d', 7, inf}});
+}
+
+// Inputs of magnitude 1e15 with scale 1e-30, whose exact gradients are finite (|dq| about 1e15):
+// the scale multiplies d_o before the product with the state, as the forward's c q S, so dO S^T
+// (1e45) never forms (it did, and overflowed; seen while adding the fuzzer's backward entry point).
+TEST_P(Backward, Magnitude1e15WithSmallScale) {
+  Case c{1, 2, 1, 40, 4, 4, 16};
+  c.scale = 1e-30f;
+  c.state_in = false;
+  Problem p(c);
+  // k_3 and v_3 of 1e15 give S of 1e30 from token 3 on; do of 1e15 in a later block reads it.
+  p.k[3 * 4 + 1] = 1e15f;
+  p.v[3 * 4 + 2] = 1e15f;
+  p.d_o[(0 * 40 + 30) * 4 + 2] = 1e15f;
+  p.d_o[(1 * 40 + 20) * 4 + 2] = -1e15f;
+  p.run(GetParam());
+  const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
+  for (const auto& [got, want, name] : {std::tuple{&p.dq, &ref.dq, "dq"}, std::tuple{&p.dk, &ref.dk, "dk"},
+                                        std::tuple{&p.dv, &ref.dv, "dv"}, std::tuple{&p.ds0, &ref.d_state_in, "d_state_in"}}) {
+    EXPECT_TRUE(std::all_of(got->begin(), got->end(), [](float x) { return std::isfinite(x); })) << name;
+    EXPECT_LE(rel_rms(*got, *want), kFp32Tolerance) << name;
+  }
 }
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);

@@ -69,9 +69,9 @@ struct BackwardDecay {
 /** One worker's scratch for the backward, sized once per call: nothing here grows with n. */
 struct BackwardWorkspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the transposed and block x block buffers
-  // Row-major blocks: q, d_o, k, k and v decayed to the block's end (vd holds plain v in pass 1),
-  // per-block gradient sums, and the slope tangent's dO W^T.
-  std::vector<float> q, d_o, k, kd, vd, dq, dk, dv, y;
+  // Row-major blocks: q, d_o, d_o scaled by c lambda^{i+1}, k, k and v decayed to the block's end (vd
+  // holds plain v in pass 1), per-block gradient sums, and the slope tangent's dO W^T.
+  std::vector<float> q, d_o, dos, k, kd, vd, dq, dk, dv, y;
   // Transposed blocks (rows of length ldp): k^T, v^T, decayed v^T, tangent-weighted v^T, decayed q^T.
   std::vector<float> kt, vt, vdt, vwt, qdt;
   // Block x block products P and A, and the masked transpose of either.
@@ -83,7 +83,7 @@ struct BackwardWorkspace {
   BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_) : block(block_), ldp((block_ + 15) / 16 * 16) {
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
     for (auto* b : {&q, &k, &kd, &dq, &dk, &y}) b->resize(sz(block * dk_));
-    for (auto* b : {&d_o, &vd, &dv}) b->resize(sz(block * dv_));
+    for (auto* b : {&d_o, &dos, &vd, &dv}) b->resize(sz(block * dv_));
     for (auto* b : {&kt, &qdt}) b->resize(sz(dk_ * ldp));
     for (auto* b : {&vt, &vdt, &vwt}) b->resize(sz(dv_ * ldp));
     for (auto* b : {&p, &a, &pt}) b->resize(sz(block * ldp));
@@ -209,9 +209,10 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       if (need_ds) poison += nonfinite_poison(w.q.data(), m * dk) + nonfinite_poison(w.d_o.data(), m * dv);
       // Inter: dQ = (c lambda^{i+1}) dO S^T; the slope terms (i+1) q_i . dQ_i and c lambda^{i+1} q_i W do_i^T.
       if (keep_s && !s_zero) {
-        gemm<P>(Part::full, m, dk, dv, w.d_o.data(), dv, St, dk, dQ, dk, 0.0f);
+        // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not.
         for (int64_t i = 0; i < m; ++i)
-          for (int64_t c = 0; c < dk; ++c) dQ[i * dk + c] *= cpw[i + 1];
+          for (int64_t c = 0; c < dv; ++c) w.dos[i * dv + c] = cpw[i + 1] * w.d_o[i * dv + c];
+        gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, St, dk, dQ, dk, 0.0f);
         if (need_ds) slope_sum += weighted_row_dots(m, dk, w.q.data(), dQ, [](int64_t i) { return i + 1.0; });
       }
       if (need_ds && !w_zero) {
