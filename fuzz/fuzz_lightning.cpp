@@ -542,8 +542,8 @@ void fuzz_backward(Bytes& in) {
   // each dropped term is below FLT_MIN times a product of at most three inputs, summed over pairs and dims.
   double m = 1;
   for (const Tensor* t : {&q, &k, &v, &d_o, &s_in, &ds_out}) m = std::max(m, max_abs(t->buf));
-  const double flushed = FLT_MIN * (1 + std::abs(c.opt.scale)) * m * m * m * static_cast<double>((n + 1) * (n + 1) * (n + 1)) *
-                         static_cast<double>((dk + 1) * (dv + 1));
+  const double n1 = static_cast<double>(n) + 1, flushed = FLT_MIN * (1 + std::abs(c.opt.scale)) * m * m * m * n1 * n1 * n1 *
+                                                         (static_cast<double>(dk) + 1) * (static_cast<double>(dv) + 1);
   const std::vector<float> before_dq = dq.buf, before_dk = dkk.buf, before_dv = dvv.buf, before_dsin = ds_in.buf,
                            before_dsout = ds_out.buf, before_slopes = d_slopes_buf;
   const bool ran = run(
