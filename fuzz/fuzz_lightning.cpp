@@ -77,13 +77,16 @@ struct Tensor {
   bool huge = false;       // the span is too large to allocate: data points at a 1-element dummy
 
   bool empty() const { return view.batch <= 0 || view.heads <= 0 || view.seq <= 0 || view.dim <= 0; }
-  /** True when the library must reject the view on its own: negative extent or a span int64 bytes cannot count. */
-  bool certainly_invalid() const {
+  /**
+   * True when the library must reject the view on its own: negative extent or a span int64 bytes
+   * cannot count, for elements of `bytes` bytes (the library's operand: 2 for bf16 and fp16).
+   */
+  bool certainly_invalid(int64_t bytes = sizeof(float)) const {
     if (view.batch < 0 || view.heads < 0 || view.seq < 0 || view.dim < 0) return true;
     if (empty()) return false;
     if (view.data == nullptr) return true;
     const i128 max = std::numeric_limits<int64_t>::max(), min = std::numeric_limits<int64_t>::min();
-    return lo < min / 4 || hi + 1 > max / 4;
+    return lo < min / bytes || hi + 1 > max / bytes;
   }
 };
 
@@ -349,9 +352,9 @@ void forward_as(Bytes& in) {
   read_options(in, c, G);
   maybe_mismatch(in, {&q, &k, &v, &o, states & 1 ? &s_in : &q, states & 2 && !in_place ? &s_out : &o}, c);
 
-  const std::vector<Tensor*> views = {&q, &k, &v, &o, &s_in, &s_out};
   bool huge = false;
-  for (const Tensor* t : views) c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
+  for (const Tensor* t : {&q, &k, &v, &o}) c.reject_if(t->certainly_invalid(sizeof(E)), "view"), huge |= t->huge;
+  for (const Tensor* t : {&s_in, &s_out}) c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
   c.reject_if(dk < 1 || dv < 1, "dims");
   c.reject_if(G < 1 || (H >= 0 && H % G != 0), "heads");
   if (!c.invalid && (huge || too_much_work(B, H, n, dk, dv))) return;  // cannot be run safely, and may be valid
