@@ -9,6 +9,7 @@
 // AddressSanitizer catches any access outside the views. Adding an entry point is one function
 // appended to kEntryPoints.
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -18,9 +19,11 @@
 #include <limits>
 #include <random>
 #include <set>
+#include <type_traits>
 #include <vector>
 
 #include "lightning/lightning.hpp"
+#include "lightning/reference/backward.hpp"
 #include "lightning/reference/reference.hpp"
 
 namespace {
@@ -74,13 +77,16 @@ struct Tensor {
   bool huge = false;       // the span is too large to allocate: data points at a 1-element dummy
 
   bool empty() const { return view.batch <= 0 || view.heads <= 0 || view.seq <= 0 || view.dim <= 0; }
-  /** True when the library must reject the view on its own: negative extent or a span int64 bytes cannot count. */
-  bool certainly_invalid() const {
+  /**
+   * True when the library must reject the view on its own: negative extent or a span int64 bytes
+   * cannot count, for elements of `bytes` bytes (the library's operand: 2 for bf16 and fp16).
+   */
+  bool certainly_invalid(int64_t bytes = sizeof(float)) const {
     if (view.batch < 0 || view.heads < 0 || view.seq < 0 || view.dim < 0) return true;
     if (empty()) return false;
     if (view.data == nullptr) return true;
     const i128 max = std::numeric_limits<int64_t>::max(), min = std::numeric_limits<int64_t>::min();
-    return lo < min / 4 || hi + 1 > max / 4;
+    return lo < min / bytes || hi + 1 > max / bytes;
   }
 };
 
@@ -151,9 +157,21 @@ std::vector<size_t> addressed(const Tensor& t) {
   return at;
 }
 
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+template <class E>
+bool same_bits(const std::vector<E>& a, const std::vector<E>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(E)) == 0);
 }
+
+/** A buffer's bytes (a tensor's, or any vector's): what the checks that nothing else was written compare. */
+struct Raw {
+  const unsigned char* p = nullptr;
+  size_t n = 0;
+  template <class E>
+  Raw(const std::vector<E>& v) : p(reinterpret_cast<const unsigned char*>(v.data())), n(v.size() * sizeof(E)) {}  // NOLINT
+  Raw(const Tensor& t) : Raw(t.buf) {}  // NOLINT
+  std::vector<unsigned char> copy() const { return std::vector<unsigned char>(p, p + n); }
+  bool same(const std::vector<unsigned char>& b) const { return b.size() == n && (n == 0 || std::memcmp(p, b.data(), n) == 0); }
+};
 
 double max_abs(const std::vector<float>& x) {
   double m = 0;
@@ -176,15 +194,28 @@ struct Flushed {
   }
 };
 
+/** What storing an output in a 16-bit type adds: relative rounding u, an absolute floor, the largest finite value. */
+struct Rounding {
+  double u = 0, tiny = 1e-30, max_finite = std::numeric_limits<double>::infinity();
+};
+template <class E>
+Rounding rounding_of() {
+  if constexpr (std::is_same_v<E, lightning::bf16>) return {0x1p-8, 1e-30, std::numeric_limits<double>::infinity()};
+  if constexpr (std::is_same_v<E, lightning::fp16>) return {0x1p-11, 0x1p-24, 65504.0};
+  return {};
+}
+
 /** x against the reference value and the reference on absolute values: close, or non-finite exactly when it is. */
-void check_value(float x, double ref, double ref_abs, double flushed) {
+void check_value(float x, double ref, double ref_abs, double flushed, const Rounding& r = {}) {
   if (!std::isfinite(ref)) {
     if (std::isfinite(x)) bug("finite output where the reference is not (NaN/Inf policy)");
     return;
   }
   if (ref_abs > 1e20) return;  // intermediates of the tiled form may leave fp32 (documented limit)
+  const double tol = (2e-4 + r.u) * ref_abs + flushed * (1 + r.u) + r.tiny;
+  if (std::abs(ref) + tol >= r.max_finite) return;  // may round to infinity in the 16-bit output
   if (!std::isfinite(x)) bug("non-finite output where the reference is finite");
-  if (std::abs(x - ref) > 2e-4 * ref_abs + flushed + 1e-30) bug("output differs from the reference");
+  if (std::abs(x - ref) > tol) bug("output differs from the reference");
 }
 
 struct Call {
@@ -236,14 +267,14 @@ void maybe_mismatch(Bytes& in, std::vector<Tensor*> ts, Call& c) {
  * normally. A certainly invalid call that returns is a bug.
  */
 template <class F>
-bool run(F&& call, const Call& c, const std::vector<const Tensor*>& all) {
-  std::vector<std::vector<float>> before;
-  for (const Tensor* t : all) before.push_back(t->buf);
+bool run(F&& call, const Call& c, const std::vector<Raw>& all) {
+  std::vector<std::vector<unsigned char>> before;
+  for (const Raw& t : all) before.push_back(t.copy());
   try {
     call();
   } catch (const lightning::invalid_argument&) {
     for (size_t i = 0; i < all.size(); ++i)
-      if (!same_bits(all[i]->buf, before[i])) bug("a rejected call wrote to a buffer");
+      if (!all[i].same(before[i])) bug("a rejected call wrote to a buffer");
     return false;
   }
   if (c.invalid) {
@@ -253,15 +284,43 @@ bool run(F&& call, const Call& c, const std::vector<const Tensor*>& all) {
   return true;
 }
 
+/** Whether anything changed in `out` (laid out as `layout`) other than the elements its view addresses. */
+template <class E>
+void check_written_inside(const Tensor& layout, const std::vector<E>& out, const std::vector<E>& before_out) {
+  std::vector<E> masked = out, masked_before = before_out;
+  for (size_t at : addressed(layout)) masked[at] = masked_before[at] = E();
+  if (!same_bits(masked, masked_before)) bug("an output was written outside its view");
+}
+
 /** Whether anything other than `outputs`' addressed elements changed. */
 void check_only_outputs_written(const std::vector<const Tensor*>& inputs, const std::vector<std::vector<float>>& before_in,
                                 const Tensor& out, const std::vector<float>& before_out) {
   for (size_t i = 0; i < inputs.size(); ++i)
     if (!same_bits(inputs[i]->buf, before_in[i])) bug("an input was written");
-  std::vector<float> masked = out.buf, masked_before = before_out;
-  for (size_t at : addressed(out)) masked[at] = masked_before[at] = 0.0f;
-  if (!same_bits(masked, masked_before)) bug("an output was written outside its view");
+  check_written_inside(out, out.buf, before_out);
 }
+
+/**
+ * The operand the library gets for a tensor in storage type E: t's buffer rounded to E in place
+ * (so the reference runs on the same rounded inputs) and an E copy under the same view. For
+ * float, an exact copy.
+ */
+template <class E>
+struct Stored {
+  std::vector<E> buf;
+  View<E> view;
+  explicit Stored(Tensor& t) : buf(t.buf.size()) {
+    for (size_t i = 0; i < buf.size(); ++i) {
+      buf[i] = E(t.buf[i]);
+      t.buf[i] = static_cast<float>(buf[i]);
+    }
+    static E dummy[1];
+    const auto& v = t.view;
+    E* data = v.data == nullptr ? nullptr : t.buf.empty() ? dummy : buf.data() + (v.data - t.buf.data());
+    view = View<E>(data, v.batch, v.heads, v.seq, v.dim, v.batch_stride, v.head_stride, v.seq_stride);
+  }
+  float at(int64_t b, int64_t h, int64_t t, int64_t i) const { return static_cast<float>(view.row(b, h, t)[i]); }
+};
 
 std::vector<float> specials_from(Bytes& in) {
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
@@ -275,7 +334,9 @@ bool too_much_work(int64_t B, int64_t H, int64_t n, int64_t dk, int64_t dv) {
   return i128{B} * H > 64 || n > 600 || dk > 128 || dv > 128 || i128{B} * H * (n * n + n) * (dk + dv) > 2'000'000;
 }
 
-void fuzz_forward(Bytes& in) {
+/** The forward with q, k, v and o stored as E (float, bf16 or fp16); states are fp32. */
+template <class E>
+void forward_as(Bytes& in) {
   std::mt19937 rng(static_cast<uint32_t>(in.u64()));
   const auto specials = specials_from(in);
   const int64_t B = in.extent(3), G = in.extent(3), n = in.extent(300), dk = in.extent(40), dv = in.extent(40);
@@ -291,38 +352,45 @@ void fuzz_forward(Bytes& in) {
   read_options(in, c, G);
   maybe_mismatch(in, {&q, &k, &v, &o, states & 1 ? &s_in : &q, states & 2 && !in_place ? &s_out : &o}, c);
 
-  const std::vector<Tensor*> views = {&q, &k, &v, &o, &s_in, &s_out};
   bool huge = false;
-  for (const Tensor* t : views) c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
+  for (const Tensor* t : {&q, &k, &v, &o}) c.reject_if(t->certainly_invalid(sizeof(E)), "view"), huge |= t->huge;
+  for (const Tensor* t : {&s_in, &s_out}) c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
   c.reject_if(dk < 1 || dv < 1, "dims");
   c.reject_if(G < 1 || (H >= 0 && H % G != 0), "heads");
   if (!c.invalid && (huge || too_much_work(B, H, n, dk, dv))) return;  // cannot be run safely, and may be valid
 
+  // The library's operands in E; q, k, v keep the rounded values for the reference.
+  const Stored<E> q_e(q), k_e(k), v_e(v);
+  Stored<E> o_e(o);
   View<const float> sin_view = s_in.view;
   View<float> sout_view = s_out.view;
   if (in_place) sout_view = View<float>(const_cast<float*>(sin_view.data), sin_view.batch, sin_view.heads, sin_view.seq,
                                         sin_view.dim, sin_view.batch_stride, sin_view.head_stride, sin_view.seq_stride);
+  // Everything the checks read from the inputs is taken now: an in-place state_out overwrites state_in.
   std::vector<float> qs, ks, vs, ss, qa, ka, va, sa;
   const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false),
              s0 = copy_of(s_in, ss, false);
-  const std::vector<std::vector<float>> before_in = {q.buf, k.buf, v.buf};
-  const std::vector<float> before_o = o.buf, before_s = s_out.buf;
-  const bool ran = run([&] { lightning::forward<float>(q.view, k.view, v.view, o.view, c.opt, sin_view, sout_view); },
-                       c, {&q, &k, &v, &o, &s_in, &s_out});
+  const auto qa0 = copy_of(q, qa, true), ka0 = copy_of(k, ka, true), va0 = copy_of(v, va, true), sa0 = copy_of(s_in, sa, true);
+  const Flushed flushed(c.opt.scale, dk, n, q, k, v, s_in);
+  const std::vector<std::vector<E>> before_in = {q_e.buf, k_e.buf, v_e.buf};
+  const std::vector<E> before_o = o_e.buf;
+  const std::vector<float> before_s = s_out.buf;
+  const bool ran = run([&] { lightning::forward<E>(q_e.view, k_e.view, v_e.view, o_e.view, c.opt, sin_view, sout_view); },
+                       c, {q_e.buf, k_e.buf, v_e.buf, o_e.buf, s_in, s_out});
   if (!ran || H == 0 || B == 0) return;
 
-  check_only_outputs_written({&q, &k, &v}, before_in, o, before_o);
+  if (!same_bits(q_e.buf, before_in[0]) || !same_bits(k_e.buf, before_in[1]) || !same_bits(v_e.buf, before_in[2]))
+    bug("an input was written");
+  check_written_inside(o, o_e.buf, before_o);
   if (!in_place && states & 2) check_only_outputs_written({&s_in}, {ss}, s_out, before_s);
-  const Flushed flushed(c.opt.scale, dk, n, q, k, v, s_in);
   const auto ref = lightning::reference::quadratic(q0, k0, v0, c.opt.slopes, c.opt.scale, s0);
-  const auto ref_abs = lightning::reference::quadratic(copy_of(q, qa, true), copy_of(k, ka, true), copy_of(v, va, true),
-                                                       c.opt.slopes, std::abs(c.opt.scale), copy_of(s_in, sa, true));
+  const auto ref_abs = lightning::reference::quadratic(qa0, ka0, va0, c.opt.slopes, std::abs(c.opt.scale), sa0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < n; ++t)
         for (int64_t j = 0; j < dv; ++j) {
           const size_t at = static_cast<size_t>(((b * H + h) * n + t) * dv + j);
-          check_value(o.view.row(b, h, t)[j], ref.o[at], ref_abs.o[at], flushed.out);
+          check_value(o_e.at(b, h, t, j), ref.o[at], ref_abs.o[at], flushed.out, rounding_of<E>());
         }
   if (states & 2)
     for (int64_t b = 0; b < B; ++b)
@@ -333,6 +401,10 @@ void fuzz_forward(Bytes& in) {
             check_value(sout_view.row(b, g, i)[j], ref.state[at], ref_abs.state[at], flushed.state);
           }
 }
+
+void fuzz_forward(Bytes& in) { forward_as<float>(in); }
+void fuzz_forward_bf16(Bytes& in) { forward_as<lightning::bf16>(in); }
+void fuzz_forward_fp16(Bytes& in) { forward_as<lightning::fp16>(in); }
 
 void fuzz_decode(Bytes& in) {
   std::mt19937 rng(static_cast<uint32_t>(in.u64()));
@@ -371,14 +443,14 @@ void fuzz_decode(Bytes& in) {
   std::vector<float> qs, ks, vs, ss, qa, ka, va, sa;
   const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false), s0 = copy_of(st, ss, false);
   const auto qa0 = copy_of(q, qa, true), ka0 = copy_of(k, ka, true), va0 = copy_of(v, va, true), sa0 = copy_of(st, sa, true);
+  const Flushed flushed(c.opt.scale, dk, 1, q, k, v, st);  // before the call, which updates the states in place
   const std::vector<std::vector<float>> before_in = {q.buf, k.buf, v.buf};
   const std::vector<float> before_o = o.buf, before_s = st.buf;
   const bool ran = run([&] { lightning::decode<float>(q.view, k.view, v.view, o.view, st.view, c.opt,
                                                use_slots ? slots.data() : nullptr); },
-                       c, {&q, &k, &v, &o, &st});
+                       c, {q, k, v, o, st});
   if (!ran) return;
   check_only_outputs_written({&q, &k, &v}, before_in, o, before_o);
-  const Flushed flushed(c.opt.scale, dk, 1, q, k, v, st);
   // Sequence by sequence: the one-token recurrence from the slot's state; padding is neither read nor written.
   const auto one = [](View<const float> x, int64_t b) { return View<const float>(x.row(b, 0, 0), 1, x.heads, 1, x.dim, 0, x.head_stride, x.seq_stride); };
   for (int64_t b = 0; b < B; ++b) {
@@ -414,14 +486,228 @@ void fuzz_decode(Bytes& in) {
             bug("decode wrote an unused cache slot");
 }
 
+void fuzz_backward(Bytes& in) {
+  std::mt19937 rng(static_cast<uint32_t>(in.u64()));
+  const auto specials = specials_from(in);
+  const int64_t B = in.extent(2), G = in.extent(2), n = in.extent(150), dk = in.extent(20), dv = in.extent(20);
+  const int64_t group = in.u8() % 8 == 0 ? in.extent(3) : 1 + in.u8() % 3;
+  const int64_t H = mul(G, group);
+  Call c;
+  Tensor q = make(in, B, H, n, dk, rng, specials), k = make(in, B, G, n, dk, rng, specials),
+         v = make(in, B, G, n, dv, rng, specials), d_o = make(in, B, H, n, dv, rng, specials);
+  // Which optional views are given: dq, dk, dv (bits 0-2 clear), state_in, d_state_out, d_state_in (bits 0-2 set);
+  // d_state_in may be d_state_out's very view (the gradient carried back in place).
+  const uint8_t outs = in.u8(), states = in.u8();
+  Tensor dq = outs & 1 ? Tensor{} : make(in, B, H, n, dk, rng, {});
+  Tensor dkk = outs & 2 ? Tensor{} : make(in, B, G, n, dk, rng, {});
+  Tensor dvv = outs & 4 ? Tensor{} : make(in, B, G, n, dv, rng, {});
+  const bool carried = (states & 6) == 6 && states & 8;
+  Tensor s_in = states & 1 ? make(in, B, G, dk, dv, rng, specials) : Tensor{};
+  Tensor ds_out = states & 2 ? make(in, B, G, dk, dv, rng, specials) : Tensor{};
+  Tensor ds_in = states & 4 && !carried ? make(in, B, G, dk, dv, rng, {}) : Tensor{};
+  read_options(in, c, G);
+  // d_slopes: none, G floats of its own between two guards, or (rejected) overlapping the slopes or q.
+  const uint8_t slope_grad = in.u8() % 6;
+  std::vector<float> d_slopes_buf;
+  float* d_slopes = nullptr;
+  if (slope_grad >= 2 && G >= 1 && G <= 64) {
+    d_slopes_buf.assign(static_cast<size_t>(G + 2), 7.0f);
+    d_slopes = d_slopes_buf.data() + 1;
+    if (slope_grad == 4 && c.opt.slopes) {
+      d_slopes = const_cast<float*>(c.opt.slopes);
+      c.reject_if(true, "d_slopes overlaps options.slopes");
+    } else if (slope_grad == 5 && !q.empty() && !q.buf.empty() && q.view.data) {
+      d_slopes = q.view.data;
+      c.reject_if(true, "d_slopes overlaps q");
+    }
+  }
+  std::vector<Tensor*> knock = {&q, &k, &v, &d_o};
+  for (Tensor* t : {&dq, &dkk, &dvv, &s_in, &ds_out, &ds_in})
+    if (!t->view.absent()) knock.push_back(t);
+  maybe_mismatch(in, knock, c);
+
+  bool huge = false;
+  for (const Tensor* t : {&q, &k, &v, &d_o, &dq, &dkk, &dvv, &s_in, &ds_out, &ds_in})
+    c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
+  c.reject_if(dk < 1 || dv < 1, "dims");
+  c.reject_if(G < 1 || (H >= 0 && H % G != 0), "heads");
+  if (!c.invalid && (huge || too_much_work(B, H, n, dk, dv))) return;
+
+  View<float> dsin_view = ds_in.view;
+  if (carried) dsin_view = ds_out.view;
+  // Everything the checks read from the inputs is taken now: a carried d_state_in overwrites d_state_out.
+  std::vector<float> qs, ks, vs, ds, ss, os, qa, ka, va, da, sa, oa;
+  const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false),
+             do0 = copy_of(d_o, ds, false), s0 = copy_of(s_in, ss, false), dso0 = copy_of(ds_out, os, false);
+  const auto qa0 = copy_of(q, qa, true), ka0 = copy_of(k, ka, true), va0 = copy_of(v, va, true),
+             doa0 = copy_of(d_o, da, true), sa0 = copy_of(s_in, sa, true), dsoa0 = copy_of(ds_out, oa, true);
+  // Decay powers (and scale times them, and p times them) below the smallest normal float are taken as 0:
+  // each dropped term is below FLT_MIN times a product of at most three inputs, summed over pairs and dims.
+  double m = 1;
+  for (const Tensor* t : {&q, &k, &v, &d_o, &s_in, &ds_out}) m = std::max(m, max_abs(t->buf));
+  const double n1 = static_cast<double>(n) + 1, flushed = FLT_MIN * (1 + std::abs(c.opt.scale)) * m * m * m * n1 * n1 * n1 *
+                                                         (static_cast<double>(dk) + 1) * (static_cast<double>(dv) + 1);
+  const std::vector<float> before_dq = dq.buf, before_dk = dkk.buf, before_dv = dvv.buf, before_dsin = ds_in.buf,
+                           before_dsout = ds_out.buf, before_slopes = d_slopes_buf;
+  const bool ran = run(
+      [&] {
+        lightning::backward<float>(q.view, k.view, v.view, d_o.view, dq.view, dkk.view, dvv.view, c.opt, s_in.view,
+                                   ds_out.view, dsin_view, d_slopes);
+      },
+      c, {q, k, v, d_o, dq, dkk, dvv, s_in, ds_out, ds_in, d_slopes_buf});
+  if (!ran) return;
+
+  const std::vector<const Tensor*> inputs = {&q, &k, &v, &d_o, &s_in};
+  const std::vector<std::vector<float>> before_in = {qs, ks, vs, ds, ss};
+  check_only_outputs_written(inputs, before_in, dq, before_dq);
+  check_written_inside(dkk, dkk.buf, before_dk);
+  check_written_inside(dvv, dvv.buf, before_dv);
+  if (carried)
+    check_written_inside(ds_out, ds_out.buf, before_dsout);
+  else
+    check_written_inside(ds_in, ds_in.buf, before_dsin), check_only_outputs_written({&ds_out}, {os}, dq, before_dq);
+  if (d_slopes && (d_slopes_buf.front() != 7.0f || d_slopes_buf.back() != 7.0f)) bug("d_slopes written past its G entries");
+  if (B == 0 || H == 0) return;
+
+  const auto ref = lightning::reference::backward_quadratic(q0, k0, v0, do0, c.opt.slopes, c.opt.scale, s0, dso0);
+  const auto ref_abs = lightning::reference::backward_quadratic(qa0, ka0, va0, doa0, c.opt.slopes, std::abs(c.opt.scale),
+                                                                sa0, dsoa0);
+  const auto compare = [&](const Tensor& out, const View<float>& view, const std::vector<double>& r,
+                           const std::vector<double>& r_abs, int64_t heads, int64_t seq, int64_t dim) {
+    if (out.view.absent()) return;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t t = 0; t < seq; ++t)
+          for (int64_t i = 0; i < dim; ++i) {
+            const size_t at = static_cast<size_t>(((b * heads + h) * seq + t) * dim + i);
+            check_value(view.row(b, h, t)[i], r[at], r_abs[at], flushed);
+          }
+  };
+  compare(dq, dq.view, ref.dq, ref_abs.dq, H, n, dk);
+  compare(dkk, dkk.view, ref.dk, ref_abs.dk, G, n, dk);
+  compare(dvv, dvv.view, ref.dv, ref_abs.dv, G, n, dv);
+  compare(carried ? ds_out : ds_in, dsin_view, ref.d_state_in, ref_abs.d_state_in, G, dk, dv);
+  if (d_slopes)
+    for (int64_t g = 0; g < G; ++g)
+      check_value(d_slopes[g], ref.d_slopes[static_cast<size_t>(g)], std::abs(ref_abs.d_slopes[static_cast<size_t>(g)]),
+                  flushed);
+}
+
+void fuzz_varlen(Bytes& in) {
+  std::mt19937 rng(static_cast<uint32_t>(in.u64()));
+  const auto specials = specials_from(in);
+  const int64_t B = in.u8() % 8 == 0 ? in.extent(3) : 1;
+  const int64_t N = in.extent(300), G = in.extent(3), dk = in.extent(40), dv = in.extent(40);
+  const int64_t H = mul(G, 1 + in.u8() % 3);
+  Call c;
+  // cu_seqlens-style offsets: num_seqs + 1 cut points, mostly valid, sometimes hostile (null, not starting at 0,
+  // decreasing, past the token axis, negative, huge).
+  int64_t num_seqs = in.extent(8);
+  const bool null_offsets = num_seqs > 64 || in.u8() % 32 == 0;
+  std::vector<int64_t> offsets(null_offsets || num_seqs < 0 ? 1 : static_cast<size_t>(num_seqs + 1), 0);
+  const int64_t step = std::clamp<int64_t>(N, 0, 1 << 20) / static_cast<int64_t>(offsets.size()) * 2 + 2;
+  for (size_t i = 1; i < offsets.size(); ++i) offsets[i] = std::min(N, offsets[i - 1] + in.u8() % step);
+  if (in.u8() % 4 == 0) {
+    static const int64_t hostile[] = {-1, 1, std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::min(),
+                                      int64_t{1} << 62, 0};
+    int64_t& x = offsets[in.u8() % offsets.size()];
+    const uint8_t how = in.u8() % 8;
+    x = how < 6 ? hostile[how] : how == 6 ? x - 1 : N < std::numeric_limits<int64_t>::max() ? N + 1 : N;
+  }
+  Tensor q = make(in, B, H, N, dk, rng, specials), k = make(in, B, G, N, dk, rng, specials),
+         v = make(in, B, G, N, dv, rng, specials), o = make(in, B, H, N, dv, rng, {});
+  const uint8_t states = in.u8() % 4;
+  const bool in_place = states == 3 && in.u8() % 2 == 0;
+  Tensor s_in = states & 1 ? make(in, num_seqs, G, dk, dv, rng, specials) : Tensor{};
+  Tensor s_out = states & 2 && !in_place ? make(in, num_seqs, G, dk, dv, rng, {}) : Tensor{};
+  read_options(in, c, G);
+  maybe_mismatch(in, {&q, &k, &v, &o, states & 1 ? &s_in : &q, states & 2 && !in_place ? &s_out : &o}, c);
+
+  bool huge = false;
+  for (const Tensor* t : {&q, &k, &v, &o, &s_in, &s_out}) c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
+  c.reject_if(dk < 1 || dv < 1, "dims");
+  c.reject_if(G < 1 || (H >= 0 && H % G != 0), "heads");
+  c.reject_if(q.view.batch != 1, "varlen batch");
+  c.reject_if(num_seqs < 0, "num_seqs");
+  c.reject_if(null_offsets, "offsets null");
+  if (!null_offsets && num_seqs >= 0) {
+    c.reject_if(offsets[0] != 0, "offsets[0]");
+    for (int64_t i = 0; i < num_seqs; ++i) c.reject_if(offsets[i + 1] < offsets[i], "offsets decrease");
+    c.reject_if(offsets[num_seqs] > q.view.seq, "offsets past the token axis");
+  }
+  if (!c.invalid && (huge || too_much_work(1, H, N, dk, dv))) return;
+
+  View<const float> sin_view = s_in.view;
+  View<float> sout_view = s_out.view;
+  if (in_place) sout_view = View<float>(const_cast<float*>(sin_view.data), sin_view.batch, sin_view.heads, sin_view.seq,
+                                        sin_view.dim, sin_view.batch_stride, sin_view.head_stride, sin_view.seq_stride);
+  std::vector<float> qs, ks, vs, ss, qa, ka, va, sa;
+  const auto q0 = copy_of(q, qs, false), k0 = copy_of(k, ks, false), v0 = copy_of(v, vs, false),
+             s0 = copy_of(s_in, ss, false);
+  const auto qa0 = copy_of(q, qa, true), ka0 = copy_of(k, ka, true), va0 = copy_of(v, va, true), sa0 = copy_of(s_in, sa, true);
+  const Flushed flushed(c.opt.scale, dk, N, q, k, v, s_in);
+  const std::vector<std::vector<float>> before_in = {q.buf, k.buf, v.buf};
+  const std::vector<float> before_o = o.buf, before_s = s_out.buf;
+  const bool ran = run(
+      [&] {
+        lightning::forward_varlen<float>(q.view, k.view, v.view, o.view, null_offsets ? nullptr : offsets.data(), num_seqs,
+                                         c.opt, sin_view, sout_view);
+      },
+      c, {q, k, v, o, s_in, s_out});
+  if (!ran) return;
+  check_only_outputs_written({&q, &k, &v}, before_in, o, before_o);
+  if (!in_place && states & 2) check_only_outputs_written({&s_in}, {ss}, s_out, before_s);
+  if (H == 0) return;
+  // Tokens from offsets[num_seqs] on are neither read nor written.
+  for (int64_t t = offsets[num_seqs]; t < N; ++t)
+    for (int64_t h = 0; h < H; ++h)
+      if (std::memcmp(o.view.row(0, h, t), before_o.data() + (o.view.row(0, h, t) - o.buf.data()), sizeof(float) * dv))
+        bug("forward_varlen wrote a token past offsets[num_seqs]");
+  // Each sequence against the reference on it alone, from its own state.
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int64_t t0 = offsets[s], len = offsets[s + 1] - t0;
+    const auto part = [&](const View<const float>& x) {
+      return View<const float>(len ? x.row(0, 0, t0) : x.data, 1, x.heads, len, x.dim, 0, x.head_stride, x.seq_stride);
+    };
+    const auto state = [&](const View<const float>& x) {
+      return x.absent() ? x : View<const float>(x.row(s, 0, 0), 1, x.heads, x.seq, x.dim, 0, x.head_stride, x.seq_stride);
+    };
+    const auto ref = lightning::reference::quadratic(part(q0), part(k0), part(v0), c.opt.slopes, c.opt.scale, state(s0));
+    const auto ref_abs = lightning::reference::quadratic(part(qa0), part(ka0), part(va0), c.opt.slopes,
+                                                         std::abs(c.opt.scale), state(sa0));
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t t = 0; t < len; ++t)
+        for (int64_t j = 0; j < dv; ++j) {
+          const size_t at = static_cast<size_t>((h * len + t) * dv + j);
+          check_value(o.view.row(0, h, t0 + t)[j], ref.o[at], ref_abs.o[at], flushed.out);
+        }
+    if (states & 2)
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t i = 0; i < dk; ++i)
+          for (int64_t j = 0; j < dv; ++j) {
+            const size_t at = static_cast<size_t>((g * dk + i) * dv + j);
+            check_value(sout_view.row(s, g, i)[j], ref.state[at], ref_abs.state[at], flushed.state);
+          }
+  }
+}
+
 // One function per public entry point; the first input byte picks it.
-void (*const kEntryPoints[])(Bytes&) = {fuzz_forward, fuzz_decode};
+void (*const kEntryPoints[])(Bytes&) = {fuzz_forward, fuzz_decode, fuzz_backward, fuzz_varlen, fuzz_forward_bf16,
+                                         fuzz_forward_fp16};
+
+// LIGHTNING_FUZZ_ONLY=<index in kEntryPoints> spends a run on one entry point (other inputs return at once).
+const int kOnly = [] {
+  const char* e = std::getenv("LIGHTNING_FUZZ_ONLY");
+  return e && *e ? std::atoi(e) : -1;
+}();
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
+  const size_t entry = data[0] % std::size(kEntryPoints);
+  if (kOnly >= 0 && entry != static_cast<size_t>(kOnly)) return 0;
   Bytes in{data + 1, size - 1};
-  kEntryPoints[data[0] % std::size(kEntryPoints)](in);
+  kEntryPoints[entry](in);
   return 0;
 }

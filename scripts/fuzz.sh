@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer harness (clang, ASan + UBSan, scalar and AVX2 paths in one binary) and runs it
+# Builds the libFuzzer harness (clang, ASan + UBSan, every path the CPU runs in one binary) and runs it
 # from the committed seed corpus fuzz/corpus for a bounded time.
 # Usage: scripts/fuzz.sh [seconds] [extra libFuzzer flags]   (default 60 s; e.g. scripts/fuzz.sh 3600 -jobs=2)
+# LIGHTNING_FUZZ_ONLY=<index in kEntryPoints> (environment) spends the run on one entry point.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh clang
 seconds=${1:-60}
 shift || true
 mkdir -p build/fuzz/corpus build/fuzz/artifacts
+# Every path this CPU runs: scalar and AVX2 (+ F16C), and AVX-512 (+ BF16) where the CPU has it.
+isa=(-mavx2 -mfma -mf16c)
+if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo &&
+   grep -qw avx512_bf16 /proc/cpuinfo; then
+  isa+=(-mavx512f -mavx512bw -mavx512vl -mavx512bf16)
+fi
 clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
-  -mavx2 -mfma -Wall -Wextra -Werror -Iinclude fuzz/fuzz_lightning.cpp -o build/fuzz/fuzz_lightning
+  "${isa[@]}" -Wall -Wextra -Werror -Iinclude fuzz/fuzz_lightning.cpp -o build/fuzz/fuzz_lightning
 # New inputs go to build/fuzz/corpus (git-ignored); fuzz/corpus is read too. Crashes land in build/fuzz/artifacts.
 set +e
 build/fuzz/fuzz_lightning -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -max_len=256 -print_final_stats=1 \

@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "lightning/reference/backward.hpp"
@@ -328,6 +329,76 @@ TEST_P(Backward, ChunkedEqualsWhole) {
   EXPECT_LE(rel_rms(ds, d(ds0)), kFp32Tolerance);
   for (int64_t h = 0; h < H; ++h) dsl1[h] += dsl2[h];
   EXPECT_LE(rel_rms(dsl1, d(dsl)), kFp32Tolerance);
+}
+
+// A NaN or Inf in one input reaches exactly the gradients the double reference has non-finite,
+// as the forward's policy (README, Reliability): the masked zeros of the intra-block products must
+// not carry it to other tokens (0 * NaN is NaN), in particular not through the transposed, upper
+// triangular P~^T Q and A~^T dO of dK and dV, where an earlier row of the same register tile
+// reached a later one. d_slopes sums a term for every token (weight 0 at lag 0 and without an
+// initial state), so any NaN or Inf of the head reaches it: at token 0 without a state, at the
+// last token without dS_out, and with n = 0. (The first found by the fuzzer, the second by reading
+// the reference while adding the fuzzer's backward entry point.)
+TEST_P(Backward, NonFiniteAtTileAndSequenceEdges) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct Poke {
+    char tensor;  // q, k, v, o (d_o), s (state_in) or d (d_state_out)
+    int64_t index;
+    float value;
+  };
+  const auto check = [&](const Case& c, const std::vector<Poke>& pokes) {
+    for (const Poke& poke : pokes) {
+      Problem p(c);
+      auto& x = poke.tensor == 'q' ? p.q : poke.tensor == 'k' ? p.k : poke.tensor == 'v' ? p.v
+              : poke.tensor == 'o' ? p.d_o : poke.tensor == 's' ? p.s0 : p.ds1;
+      x[static_cast<size_t>(poke.index)] = poke.value;
+      p.run(GetParam());
+      const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
+      const auto mismatches = [](const std::vector<float>& got, const std::vector<double>& want) {
+        int bad = 0;
+        for (size_t i = 0; i < got.size(); ++i) bad += std::isfinite(got[i]) != std::isfinite(want[i]);
+        return bad;
+      };
+      const std::string what = std::string(1, poke.tensor) + "[" + std::to_string(poke.index) + "], n = " + std::to_string(c.n);
+      EXPECT_EQ(mismatches(p.dq, ref.dq), 0) << "dq, " << what;
+      EXPECT_EQ(mismatches(p.dk, ref.dk), 0) << "dk, " << what;
+      EXPECT_EQ(mismatches(p.dv, ref.dv), 0) << "dv, " << what;
+      EXPECT_EQ(mismatches(p.ds0, ref.d_state_in), 0) << "d_state_in, " << what;
+      EXPECT_EQ(mismatches(p.dsl, ref.d_slopes), 0) << "d_slopes, " << what;
+    }
+  };
+  // Tokens at the start, inside and at the end of a register tile and of a block; q has 2 heads, k and v 1.
+  check({1, 2, 1, 40, 5, 3, 16}, {{'q', (0 * 40 + 0) * 5 + 0, nan}, {'q', (1 * 40 + 17) * 5 + 2, inf},
+                                  {'d', 1 * 3 + 2, nan}, {'o', (0 * 40 + 1) * 3 + 1, nan},
+                                  {'o', (1 * 40 + 22) * 3 + 0, -inf}, {'k', 9 * 5 + 4, nan},
+                                  {'v', 31 * 3 + 1, inf}, {'s', 2 * 3 + 0, nan}});
+  Case stateless{1, 2, 1, 40, 5, 3, 16};
+  stateless.state_in = stateless.d_state_out = false;
+  check(stateless, {{'q', 0, nan}, {'o', (1 * 40 + 0) * 3 + 2, inf}, {'k', 39 * 5 + 1, nan}, {'v', 39 * 3 + 2, -inf}});
+  Case empty{1, 2, 1, 0, 5, 3, 16};
+  check(empty, {{'s', 4, nan}, {'d', 7, inf}});
+}
+
+// Inputs of magnitude 1e15 with scale 1e-30, whose exact gradients are finite (|dq| about 1e15):
+// the scale multiplies d_o before the product with the state, as the forward's c q S, so dO S^T
+// (1e45) never forms (it did, and overflowed; seen while adding the fuzzer's backward entry point).
+TEST_P(Backward, Magnitude1e15WithSmallScale) {
+  Case c{1, 2, 1, 40, 4, 4, 16};
+  c.scale = 1e-30f;
+  c.state_in = false;
+  Problem p(c);
+  // k_3 and v_3 of 1e15 give S of 1e30 from token 3 on; do of 1e15 in a later block reads it.
+  p.k[3 * 4 + 1] = 1e15f;
+  p.v[3 * 4 + 2] = 1e15f;
+  p.d_o[(0 * 40 + 30) * 4 + 2] = 1e15f;
+  p.d_o[(1 * 40 + 20) * 4 + 2] = -1e15f;
+  p.run(GetParam());
+  const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
+  for (const auto& [got, want, name] : {std::tuple{&p.dq, &ref.dq, "dq"}, std::tuple{&p.dk, &ref.dk, "dk"},
+                                        std::tuple{&p.dv, &ref.dv, "dv"}, std::tuple{&p.ds0, &ref.d_state_in, "d_state_in"}}) {
+    EXPECT_TRUE(std::all_of(got->begin(), got->end(), [](float x) { return std::isfinite(x); })) << name;
+    EXPECT_LE(rel_rms(*got, *want), kFp32Tolerance) << name;
+  }
 }
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);

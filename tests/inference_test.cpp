@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <numeric>
 #include <string>
 #include <type_traits>
@@ -232,6 +233,9 @@ TEST(VarlenErrors, BadOffsetsAndShapes) {
   expect_invalid_argument(run(past, 2), {"offsets[2] = 11", "past the token axis of 10"});
   expect_invalid_argument(run(start, 2), {"offsets[0] must be 0, got 1"});
   expect_invalid_argument(run(nullptr, 2), {"offsets is null"});
+  // The largest num_seqs: the message must not compute num_seqs + 1 (signed overflow, found by the fuzzer).
+  const int64_t most = std::numeric_limits<int64_t>::max();
+  expect_invalid_argument(run(nullptr, most), {"offsets is null", "num_seqs = 9223372036854775807"});
   expect_invalid_argument(run(fine, -1), {"num_seqs must be >= 0, got -1"});
   expect_invalid_argument([&] { forward_varlen(in, in, in, out, fine, 2, {}, {}, state_view(s.data(), 3, H, D, D)); },
                   {"state_out [batch=3", "expected [batch=2"});

@@ -13,7 +13,7 @@ namespace detail {
 /** Checks cu_seqlens-style offsets: offsets[0] = 0, non-decreasing, offsets[num_seqs] <= tokens. */
 inline void check_offsets(const char* where, const int64_t* offsets, int64_t num_seqs, int64_t tokens) {
   if (num_seqs < 0) fail(where, "num_seqs must be >= 0, got ", num_seqs);
-  if (offsets == nullptr) fail(where, "offsets is null (it needs num_seqs + 1 = ", num_seqs + 1, " entries)");
+  if (offsets == nullptr) fail(where, "offsets is null (it needs num_seqs + 1 entries, num_seqs = ", num_seqs, ")");
   if (offsets[0] != 0) fail(where, "offsets[0] must be 0, got ", offsets[0]);
   for (int64_t i = 0; i < num_seqs; ++i)
     if (offsets[i + 1] < offsets[i])

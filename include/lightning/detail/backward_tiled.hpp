@@ -69,9 +69,9 @@ struct BackwardDecay {
 /** One worker's scratch for the backward, sized once per call: nothing here grows with n. */
 struct BackwardWorkspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the transposed and block x block buffers
-  // Row-major blocks: q, d_o, k, k and v decayed to the block's end (vd holds plain v in pass 1),
-  // per-block gradient sums, and the slope tangent's dO W^T.
-  std::vector<float> q, d_o, k, kd, vd, dq, dk, dv, y;
+  // Row-major blocks: q, d_o, d_o scaled by c lambda^{i+1}, k, k and v decayed to the block's end (vd
+  // holds plain v in pass 1), per-block gradient sums, and the slope tangent's dO W^T.
+  std::vector<float> q, d_o, dos, k, kd, vd, dq, dk, dv, y;
   // Transposed blocks (rows of length ldp): k^T, v^T, decayed v^T, tangent-weighted v^T, decayed q^T.
   std::vector<float> kt, vt, vdt, vwt, qdt;
   // Block x block products P and A, and the masked transpose of either.
@@ -83,7 +83,7 @@ struct BackwardWorkspace {
   BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_) : block(block_), ldp((block_ + 15) / 16 * 16) {
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
     for (auto* b : {&q, &k, &kd, &dq, &dk, &y}) b->resize(sz(block * dk_));
-    for (auto* b : {&d_o, &vd, &dv}) b->resize(sz(block * dv_));
+    for (auto* b : {&d_o, &dos, &vd, &dv}) b->resize(sz(block * dv_));
     for (auto* b : {&kt, &qdt}) b->resize(sz(dk_ * ldp));
     for (auto* b : {&vt, &vdt, &vwt}) b->resize(sz(dv_ * ldp));
     for (auto* b : {&p, &a, &pt}) b->resize(sz(block * ldp));
@@ -164,6 +164,17 @@ double weighted_row_dots(int64_t m, int64_t d, const float* x, const float* y, W
   return acc;
 }
 
+/**
+ * 0 when x[0 .. count) are all finite, NaN otherwise (x - x is NaN exactly for NaN and infinities).
+ * d_slopes[g] sums a term for every token of head g, the weight-0 ones (lag 0, no initial state)
+ * included, so a NaN or Inf anywhere in head g's inputs makes it NaN, as 0 * NaN is NaN (README).
+ */
+inline float nonfinite_poison(const float* x, int64_t count) {
+  float p = 0.0f;
+  for (int64_t i = 0; i < count; ++i) p += x[i] - x[i];
+  return p;
+}
+
 /** Pass 1 (blocks in forward order) for batch b, k/v head g: dQ, the intra-block dK and dV, d_slopes. */
 template <Path P, class T>
 void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
@@ -182,10 +193,12 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   float* Pt = w.pt.data();
   float* dQ = w.dq.data();
   bool s_zero = a.state_in.absent(), w_zero = true;
+  float poison = 0.0f;  // NaN once a NaN or Inf is among the inputs d_slopes reads
   if (!s_zero && keep_s)
     for (int64_t i = 0; i < dk; ++i) {
       const float* row = a.state_in.row(b, g, i);
       for (int64_t c = 0; c < dv; ++c) St[c * dk + i] = row[c];
+      if (need_ds) poison += nonfinite_poison(row, dv);
     }
   double slope_sum = 0;  // sum_t c q_t W_t do_t^T, in double across blocks
 
@@ -198,6 +211,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       for (int64_t i = 0; i < dk; ++i) w.k[j * dk + i] = to_float(kr[i]);
       for (int64_t c = 0; c < dv; ++c) w.vd[j * dv + c] = to_float(vr[c]);
     }
+    if (need_ds) poison += nonfinite_poison(w.k.data(), m * dk) + nonfinite_poison(w.vd.data(), m * dv);
     for (int64_t j = 0; j < m; ++j) {  // row scales towards the block's end: lambda^{m-1-j}, (m-1-j) lambda^{m-1-j}
       w.to_end[j] = pw[m - 1 - j];
       w.to_end_weighted[j] = wpw[m - 1 - j];
@@ -214,11 +228,13 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         for (int64_t c = 0; c < dk; ++c) w.q[i * dk + c] = to_float(qr[c]);
         for (int64_t c = 0; c < dv; ++c) w.d_o[i * dv + c] = to_float(dr[c]);
       }
+      if (need_ds) poison += nonfinite_poison(w.q.data(), m * dk) + nonfinite_poison(w.d_o.data(), m * dv);
       // Inter: dQ = (c lambda^{i+1}) dO S^T; the slope terms (i+1) q_i . dQ_i and c lambda^{i+1} q_i W do_i^T.
       if (keep_s && !s_zero) {
-        gemm<P>(Part::full, m, dk, dv, w.d_o.data(), dv, St, dk, dQ, dk, 0.0f);
+        // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not.
         for (int64_t i = 0; i < m; ++i)
-          for (int64_t c = 0; c < dk; ++c) dQ[i * dk + c] *= cpw[i + 1];
+          for (int64_t c = 0; c < dv; ++c) w.dos[i * dv + c] = cpw[i + 1] * w.d_o[i * dv + c];
+        gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, St, dk, dQ, dk, 0.0f);
         if (need_ds) slope_sum += weighted_row_dots(m, dk, w.q.data(), dQ, [](int64_t i) { return i + 1.0; });
       }
       if (need_ds && !w_zero) {
@@ -281,12 +297,14 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   }
   if (need_ds) {
     double out = slope_sum;
-    if (!w_zero && !a.d_state_out.absent())
+    if (!a.d_state_out.absent())
       for (int64_t i = 0; i < dk; ++i) {
         const float* row = a.d_state_out.row(b, g, i);
-        for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * dk + i];
+        poison += nonfinite_poison(row, dv);
+        if (!w_zero)
+          for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * dk + i];
       }
-    a.d_slopes[b * a.k.heads + g] = -out;
+    a.d_slopes[b * a.k.heads + g] = poison == 0.0f ? -out : static_cast<double>(poison);
   }
 }
 
