@@ -141,9 +141,9 @@ int main(int argc, char** argv) {
   const double all = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   // What crosses between ranks: the checks' MPI_Allreduce (19 int64) and, from 2 ranks on, the
-  // MPI_Exscan of one scan element (state_out is asked for on the last rank only, so there is no
-  // broadcast). How the MPI library schedules the scan is its own choice (recursive doubling sends
-  // one element in each of ceil(log2 P) rounds); "written" measures what this rank really sent.
+  // exclusive scan, in which a rank sends one scan element in each of at most ceil(log2 P) rounds
+  // (state_out is asked for on the last rank only, so there is no broadcast); "written" measures
+  // what this rank really sent.
   const int64_t element = lightning::mpi::scan_bytes(1, H, D, D);
   int steps = 0;
   while ((1 << steps) < ranks) ++steps;

@@ -4,7 +4,8 @@
 // Optional: include it only in a program that links MPI (CMake: find_package(MPI COMPONENTS CXX),
 // MPI::MPI_CXX). The core headers and lightning.hpp never include it. The algorithm is SPEC.md's
 // sequence parallelism with ranks as the pieces: the local tiled forward from a zero state, an
-// MPI_Exscan of the piece states with a non-commutative operator, and the read-out correction,
+// exclusive scan of the piece states (recursive doubling, ceil(log2 ranks) rounds of MPI_Sendrecv)
+// with a non-commutative MPI operator, and the read-out correction,
 // all from detail/seqpar.hpp and detail/tiled.hpp.
 #pragma once
 
@@ -182,6 +183,33 @@ void make_scan(int64_t bytes, MpiScanHandles& h) {
   MPI_Op_create(&mpi_scan_op<P>, /*commute=*/0, &h.op);
 }
 
+/**
+ * Exclusive scan in ceil(log2 ranks) rounds whatever the MPI library's MPI_Exscan schedule (Open MPI's
+ * default is a chain of ranks - 1 rounds): in round d = 1, 2, 4, ... rank r sends the combination of
+ * ranks (r - 2d, r] it holds to rank r + d and folds in what rank r - d sends, earlier ranks on the
+ * left, as the non-commutative operator requires. `recv` on rank 0 is left as it was.
+ */
+inline void exscan(const void* send, void* recv, int64_t bytes, MPI_Datatype type, MPI_Op op, MPI_Comm comm) {
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &ranks);
+  std::vector<unsigned char> partial(static_cast<const unsigned char*>(send), static_cast<const unsigned char*>(send) + bytes),
+      incoming(static_cast<size_t>(bytes));
+  bool have = false;  // whether recv holds ranks [max(0, r - 2d + 1), r - 1] yet
+  for (int d = 1; d < ranks; d *= 2) {
+    const int to = rank + d < ranks ? rank + d : MPI_PROC_NULL, from = rank >= d ? rank - d : MPI_PROC_NULL;
+    MPI_Sendrecv(partial.data(), 1, type, to, d, incoming.data(), 1, type, from, d, comm, MPI_STATUS_IGNORE);
+    if (from == MPI_PROC_NULL) continue;
+    if (have) {
+      MPI_Reduce_local(incoming.data(), recv, 1, type, op);  // recv = incoming (earlier) op recv
+    } else {
+      std::memcpy(recv, incoming.data(), static_cast<size_t>(bytes));
+      have = true;
+    }
+    MPI_Reduce_local(incoming.data(), partial.data(), 1, type, op);
+  }
+}
+
 /** The element size, checked against what one MPI count can hold (the same on every rank). */
 inline int64_t checked_scan_bytes(const char* where, int64_t B, int64_t G, int64_t dk, int64_t dv) {
   const int64_t bytes = scan_element_bytes(B * G, G, dk * dv);
@@ -208,7 +236,7 @@ inline void copy_states(const View<const float>& from, const View<float>& to) {
 
 namespace mpi {
 
-/** Bytes of the one element each rank's MPI_Exscan step sends: the states plus a small head. */
+/** Bytes of the one element each rank sends per scan round: the states plus a small head. */
 inline int64_t scan_bytes(int64_t batch, int64_t kv_heads, int64_t d_k, int64_t d_v) {
   return detail::scan_element_bytes(batch * kv_heads, kv_heads, d_k * d_v);
 }
@@ -225,8 +253,8 @@ inline int64_t scan_bytes(int64_t batch, int64_t kv_heads, int64_t d_k, int64_t 
  * rank 0 only. state_out (optional) receives the final state of the whole sequence on every rank
  * that passes one: computed on the last rank and broadcast when another rank asks for it.
  *
- * Communication: one MPI_Allreduce of 19 int64 (the checks), one MPI_Exscan of a
- * scan_bytes(batch, G, d_k, d_v) element, and an MPI_Bcast of the final states only when a rank
+ * Communication: one MPI_Allreduce of 19 int64 (the checks), an exclusive scan (detail::exscan) in
+ * which each rank sends at most one scan_bytes(batch, G, d_k, d_v) element per round, ceil(log2 ranks) rounds, and an MPI_Bcast of the final states only when a rank
  * other than the last passes state_out; nothing grows with n. MPI is called from the calling
  * thread only (options.threads' workers never call it), so MPI_THREAD_FUNNELED is enough.
  *
@@ -284,7 +312,7 @@ void forward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, V
     // The exclusive scan: rank r > 0 receives the true state after ranks 0 .. r - 1.
     detail::MpiScanHandles h;
     detail::make_scan<P>(bytes, h);
-    MPI_Exscan(local.bytes(), prefix.bytes(), 1, h.type, h.op, comm);
+    detail::exscan(local.bytes(), prefix.bytes(), bytes, h.type, h.op, comm);
     const float* incoming = prefix.states();
     if (rank > 0 && n > 0) {
       // The rows of every (batch, q head) laid end to end, cut into one equal share per worker.
@@ -336,7 +364,7 @@ void forward(MPI_Comm comm, View<T> q, View<T> k, View<T> v, View<T> o, const Op
  * q_i^T do_i), and these are scanned in reverse rank order with the same operator to give each
  * piece the gradient of its final state; then each rank runs lightning::backward on its piece with
  * both. Communication: the checks' MPI_Allreduce, MPI_Comm_split (the reversed order), two
- * MPI_Exscan of one scan_bytes() element, and an MPI_Allreduce of G floats when d_slopes is asked
+ * exclusive scans (detail::exscan) of scan_bytes() elements, and an MPI_Allreduce of G floats when d_slopes is asked
  * for; nothing grows with n. Work per rank: a forward and about 1.5 backwards of its piece.
  */
 template <class T>
@@ -402,7 +430,7 @@ void backward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, 
       detail::forward_all<P>(args, options.threads);
       if (t0 + chunk >= n) break;
     }
-    MPI_Exscan(fwd.bytes(), fwd_in.bytes(), 1, h.type, h.op, comm);
+    detail::exscan(fwd.bytes(), fwd_in.bytes(), bytes, h.type, h.op, comm);
     // The piece's adjoint at its start from a zero gradient at its end (the last rank: from d_state_out).
     const detail::BackwardArgs<T> local{q, k, v, d_o, {}, {}, {}, {}, rank == last ? d_state_out : View<const float>(),
                                         state_view(adj.states(), B, G, d_k, d_v), nullptr, options.slopes,
@@ -411,7 +439,7 @@ void backward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, 
     // The same operator in reverse rank order: rank r receives the gradient of the state after its piece.
     MPI_Comm reversed = MPI_COMM_NULL;
     MPI_Comm_split(comm, 0, last - rank, &reversed);
-    MPI_Exscan(adj.bytes(), adj_out.bytes(), 1, h.type, h.op, reversed);
+    detail::exscan(adj.bytes(), adj_out.bytes(), bytes, h.type, h.op, reversed);
     MPI_Comm_free(&reversed);
   });
   const View<const float> s_in = rank == 0 ? state_in : state_view(static_cast<const float*>(fwd_in.states()), B, G, d_k, d_v);
