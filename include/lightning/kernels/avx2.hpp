@@ -35,14 +35,11 @@ struct Ops {
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 };
 
-/** dst[c * ldd + r] = row_scale[r] src[r * lds + c] over an 8 x 8 tile (row_scale null: 1). */
-inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
-  __m256 row[8];
-  for (int r = 0; r < 8; ++r) {
-    row[r] = _mm256_loadu_ps(src + r * lds);
-    if (row_scale) row[r] = _mm256_mul_ps(row[r], _mm256_set1_ps(row_scale[r]));
-  }
-  // Interleave pairs of rows, then pairs of pairs, then swap 128-bit halves: 24 shuffles for 64 floats.
+/**
+ * The 8 x 8 transpose in registers: col[c] holds element c of every row (lane r from row r).
+ * Interleave pairs of rows, then pairs of pairs, then swap 128-bit halves: 24 shuffles for 64 floats.
+ */
+[[gnu::always_inline]] inline void transpose_regs(const __m256 (&row)[8], __m256 (&col)[8]) {
   __m256 pair[8], quad[8];
   for (int r = 0; r < 8; r += 2) {
     pair[r] = _mm256_unpacklo_ps(row[r], row[r + 1]);
@@ -55,9 +52,20 @@ inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd
     quad[r + 3] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0xEE);
   }
   for (int c = 0; c < 4; ++c) {
-    _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x20));
-    _mm256_storeu_ps(dst + (c + 4) * ldd, _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x31));
+    col[c] = _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x20);
+    col[c + 4] = _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x31);
   }
+}
+
+/** dst[c * ldd + r] = row_scale[r] src[r * lds + c] over an 8 x 8 tile (row_scale null: 1). */
+inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
+  __m256 row[8], col[8];
+  for (int r = 0; r < 8; ++r) {
+    row[r] = _mm256_loadu_ps(src + r * lds);
+    if (row_scale) row[r] = _mm256_mul_ps(row[r], _mm256_set1_ps(row_scale[r]));
+  }
+  transpose_regs(row, col);
+  for (int c = 0; c < 8; ++c) _mm256_storeu_ps(dst + c * ldd, col[c]);
 }
 
 /**
@@ -66,26 +74,13 @@ inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd
  */
 [[gnu::always_inline]] inline void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled,
                                                       int64_t ldd, const float* scale) {
-  __m256 row[8], pair[8], quad[8];
+  __m256 row[8], col[8];
   for (int r = 0; r < 8; ++r) row[r] = _mm256_loadu_ps(src + r * lds);
-  for (int r = 0; r < 8; r += 2) {
-    pair[r] = _mm256_unpacklo_ps(row[r], row[r + 1]);
-    pair[r + 1] = _mm256_unpackhi_ps(row[r], row[r + 1]);
-  }
-  for (int r = 0; r < 8; r += 4) {
-    quad[r] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0x44);
-    quad[r + 1] = _mm256_shuffle_ps(pair[r], pair[r + 2], 0xEE);
-    quad[r + 2] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0x44);
-    quad[r + 3] = _mm256_shuffle_ps(pair[r + 1], pair[r + 3], 0xEE);
-  }
+  transpose_regs(row, col);
   const __m256 sc = _mm256_loadu_ps(scale);  // lane r of every output vector is source row r
-  for (int c = 0; c < 4; ++c) {
-    const __m256 lo = _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x20);
-    const __m256 hi = _mm256_permute2f128_ps(quad[c], quad[c + 4], 0x31);
-    _mm256_storeu_ps(dst + c * ldd, lo);
-    _mm256_storeu_ps(dst + (c + 4) * ldd, hi);
-    _mm256_storeu_ps(dst_scaled + c * ldd, _mm256_mul_ps(lo, sc));
-    _mm256_storeu_ps(dst_scaled + (c + 4) * ldd, _mm256_mul_ps(hi, sc));
+  for (int c = 0; c < 8; ++c) {
+    _mm256_storeu_ps(dst + c * ldd, col[c]);
+    _mm256_storeu_ps(dst_scaled + c * ldd, _mm256_mul_ps(col[c], sc));
   }
 }
 
