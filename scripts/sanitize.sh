@@ -12,7 +12,8 @@ steps=("$@")
 # sanitizer report needs for file:line stacks (full -g costs about a fifth more compile time).
 common=(-G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo
         "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -gline-tables-only -DNDEBUG" -DLIGHTNING_BUILD_BENCHMARKS=OFF
-        -DLIGHTNING_BUILD_EXAMPLES=OFF -DLIGHTNING_BUILD_TOOLS=OFF -DLIGHTNING_BUILD_TUNE=OFF -DLIGHTNING_INSTALL=OFF)
+        -DLIGHTNING_BUILD_EXAMPLES=OFF -DLIGHTNING_BUILD_TOOLS=OFF -DLIGHTNING_BUILD_TUNE=OFF -DLIGHTNING_INSTALL=OFF
+        -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON)  # the MPI tests run in scripts/test.sh; not here
 export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
