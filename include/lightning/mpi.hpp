@@ -190,15 +190,20 @@ void make_scan(int64_t bytes, MpiScanHandles& h) {
  * left, as the non-commutative operator requires. `recv` on rank 0 is left as it was.
  */
 inline void exscan(const void* send, void* recv, int64_t bytes, MPI_Datatype type, MPI_Op op, MPI_Comm comm) {
+  // On a duplicate of comm, so that no message of the caller's (MPI_ANY_TAG, MPI_ANY_SOURCE) can match ours.
+  MPI_Comm own = MPI_COMM_NULL;
+  MPI_Comm_dup(comm, &own);
   int rank = 0, ranks = 1;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &ranks);
+  MPI_Comm_rank(own, &rank);
+  MPI_Comm_size(own, &ranks);
   std::vector<unsigned char> partial(static_cast<const unsigned char*>(send), static_cast<const unsigned char*>(send) + bytes),
       incoming(static_cast<size_t>(bytes));
   bool have = false;  // whether recv holds ranks [max(0, r - 2d + 1), r - 1] yet
-  for (int d = 1; d < ranks; d *= 2) {
-    const int to = rank + d < ranks ? rank + d : MPI_PROC_NULL, from = rank >= d ? rank - d : MPI_PROC_NULL;
-    MPI_Sendrecv(partial.data(), 1, type, to, d, incoming.data(), 1, type, from, d, comm, MPI_STATUS_IGNORE);
+  for (int64_t d = 1; d < ranks; d *= 2) {
+    // A pair of ranks meets in one round only, so one tag serves every round.
+    const int to = rank + d < ranks ? static_cast<int>(rank + d) : MPI_PROC_NULL;
+    const int from = rank >= d ? static_cast<int>(rank - d) : MPI_PROC_NULL;
+    MPI_Sendrecv(partial.data(), 1, type, to, 0, incoming.data(), 1, type, from, 0, own, MPI_STATUS_IGNORE);
     if (from == MPI_PROC_NULL) continue;
     if (have) {
       MPI_Reduce_local(incoming.data(), recv, 1, type, op);  // recv = incoming (earlier) op recv
@@ -208,6 +213,7 @@ inline void exscan(const void* send, void* recv, int64_t bytes, MPI_Datatype typ
     }
     MPI_Reduce_local(incoming.data(), partial.data(), 1, type, op);
   }
+  MPI_Comm_free(&own);
 }
 
 /** The element size, checked against what one MPI count can hold (the same on every rank). */
