@@ -26,6 +26,7 @@
 #include <lightning/reference/backward.hpp>
 #include <lightning/reference/reference.hpp>
 
+#include "../tools/cpu_seconds.hpp"
 #include "methods.hpp"
 
 #if LIGHTNING_HAVE_AVX2 || LIGHTNING_HAVE_AVX512
@@ -161,18 +162,7 @@ Problem& problem(int64_t n, int64_t d) {
 
 // ---- The rows and what they measured.
 
-/** CPU seconds of the process spent in fn() (with threads > 1, summed over the workers). */
-template <class Fn>
-double cpu_seconds(Fn&& fn) {
-  const auto now = [] {
-    timespec ts{};
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-  };
-  const double t0 = now();
-  fn();
-  return now() - t0;
-}
+using lightning::tools::cpu_seconds;
 
 struct Row {
   std::string method;

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "cpu_seconds.hpp"
 #include "lightning/lightning.hpp"
 
 namespace lightning::tools {
@@ -53,24 +54,12 @@ inline BackwardTiming time_backward(int64_t batch, int64_t heads, int64_t n, int
              state_view(static_cast<const float*>(ds_out.data()), batch, heads, d_k, d_v),
              state_view(ds_in.data(), batch, heads, d_k, d_v), slope_gradient ? d_slopes.data() : nullptr);
   };
-  // CPU seconds of the process, not wall time: on a shared machine the time other processes hold
-  // the core is not counted (with threads > 1 it is the sum over the workers).
-  const auto seconds = [](const auto& fn) {
-    const auto now = [] {
-      timespec ts{};
-      clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-      return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-    };
-    const double t0 = now();
-    fn();
-    return now() - t0;
-  };
   run_forward();
   run_backward();
   std::vector<double> fw, bw, ratio;
   for (int r = 0; r < reps; ++r) {
-    fw.push_back(seconds(run_forward));
-    bw.push_back(seconds(run_backward));
+    fw.push_back(cpu_seconds(run_forward));
+    bw.push_back(cpu_seconds(run_backward));
     ratio.push_back(bw.back() / fw.back());
   }
   const auto median = [](std::vector<double> x) {
