@@ -29,23 +29,9 @@ int ranks_of() {
   return p;
 }
 
-struct Data {
-  int64_t B, H, G, n, dk, dv;
-  std::vector<float> q, k, v, s0;
+struct Data : RandomProblem {
   Data(int64_t B_, int64_t H_, int64_t G_, int64_t n_, int64_t dk_, int64_t dv_)
-      : B(B_), H(H_), G(G_), n(n_), dk(dk_), dv(dv_) {
-    const float sd = 1.0f / std::sqrt(std::sqrt(static_cast<float>(dk)));
-    q = randn(static_cast<size_t>(B * H * n * dk), sd, 71 + n);
-    k = randn(static_cast<size_t>(B * G * n * dk), sd, 72 + n);
-    v = randn(static_cast<size_t>(B * G * n * dv), 1.0f, 73 + n);
-    s0 = randn(static_cast<size_t>(B * G * dk * dv), 0.3f, 74);
-  }
-  // Tokens [t0, t0 + len) of a [B, heads, n, d] tensor, as a view into the whole.
-  template <class T>
-  View<T> piece(T* x, int64_t heads, int64_t d, int64_t t0, int64_t len) const {
-    return View<T>(x + t0 * d, B, heads, len, d, heads * n * d, n * d, d);
-  }
-  View<const float> s0v() const { return state_view(static_cast<const float*>(s0.data()), B, G, dk, dv); }
+      : RandomProblem(B_, H_, G_, n_, dk_, dv_, 71) {}
 };
 
 /** Piece lengths for `ranks` ranks over n tokens: even, or uneven with empty pieces. */

@@ -11,21 +11,9 @@ namespace {
 
 const float kSlopes[] = {0.05f, 8.0f, 0.0f, 1e-6f, 0.3f};
 
-struct Data {
-  int64_t B, H, G, n, dk, dv;
-  std::vector<float> q, k, v, s0;
+struct Data : RandomProblem {
   Data(int64_t B_, int64_t H_, int64_t G_, int64_t n_, int64_t dk_, int64_t dv_)
-      : B(B_), H(H_), G(G_), n(n_), dk(dk_), dv(dv_) {
-    const float sd = 1.0f / std::sqrt(std::sqrt(static_cast<float>(dk)));
-    q = randn(static_cast<size_t>(B * H * n * dk), sd, 31 + n);
-    k = randn(static_cast<size_t>(B * G * n * dk), sd, 32 + n);
-    v = randn(static_cast<size_t>(B * G * n * dv), 1.0f, 33 + n);
-    s0 = randn(static_cast<size_t>(B * G * dk * dv), 0.3f, 34);
-  }
-  View<const float> qv() const { return bhnd<const float>(q.data(), B, H, n, dk); }
-  View<const float> kv() const { return bhnd<const float>(k.data(), B, G, n, dk); }
-  View<const float> vv() const { return bhnd<const float>(v.data(), B, G, n, dv); }
-  View<const float> s0v() const { return state_view(static_cast<const float*>(s0.data()), B, G, dk, dv); }
+      : RandomProblem(B_, H_, G_, n_, dk_, dv_, 31) {}
 };
 
 struct Out {

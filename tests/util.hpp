@@ -23,6 +23,32 @@ inline std::vector<float> randn(size_t count, float sd, uint64_t seed) {
   return x;
 }
 
+/**
+ * q [B, H, n, d_k], k [B, G, n, d_k], v [B, G, n, d_v] and an initial state [B, G, d_k, d_v], random
+ * and reproducible from `seed` and n; q and k scaled so that q . k is O(1).
+ */
+struct RandomProblem {
+  int64_t B, H, G, n, dk, dv;
+  std::vector<float> q, k, v, s0;
+  RandomProblem(int64_t B_, int64_t H_, int64_t G_, int64_t n_, int64_t dk_, int64_t dv_, uint64_t seed)
+      : B(B_), H(H_), G(G_), n(n_), dk(dk_), dv(dv_) {
+    const float sd = 1.0f / std::sqrt(std::sqrt(static_cast<float>(dk)));
+    q = randn(static_cast<size_t>(B * H * n * dk), sd, seed + n);
+    k = randn(static_cast<size_t>(B * G * n * dk), sd, seed + 1 + n);
+    v = randn(static_cast<size_t>(B * G * n * dv), 1.0f, seed + 2 + n);
+    s0 = randn(static_cast<size_t>(B * G * dk * dv), 0.3f, seed + 3);
+  }
+  View<const float> qv() const { return bhnd<const float>(q.data(), B, H, n, dk); }
+  View<const float> kv() const { return bhnd<const float>(k.data(), B, G, n, dk); }
+  View<const float> vv() const { return bhnd<const float>(v.data(), B, G, n, dv); }
+  View<const float> s0v() const { return state_view(static_cast<const float*>(s0.data()), B, G, dk, dv); }
+  /** Tokens [t0, t0 + len) of a [B, heads, n, d] tensor, as a view into the whole. */
+  template <class T>
+  View<T> piece(T* x, int64_t heads, int64_t d, int64_t t0, int64_t len) const {
+    return View<T>(x + t0 * d, B, heads, len, d, heads * n * d, n * d, d);
+  }
+};
+
 /** sqrt(sum (x - ref)^2 / sum ref^2); infinite when x has a NaN or Inf, so it can never pass. */
 template <class X, class R>
 double rel_rms(const X& x, const R& ref) {
