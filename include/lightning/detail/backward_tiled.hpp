@@ -1,4 +1,4 @@
-// The block loops of the tiled backward, written once; paths differ only in Kernels<P> (gemm<P>, transpose<P>).
+// The block loops of the tiled backward, written once; paths differ only in Kernels<P>.
 //
 // For one (batch, k/v head) pair and a block of m rows i, j with entry state S (forward order) and
 // exit adjoint R (the gradient reaching the state after the block from later tokens and dS_out):
@@ -6,9 +6,11 @@
 //   dK  = P~^T Q + (lambda^{m-1-j}) V R^T             summed over the group's q heads
 //   dV  = A~^T dO + (lambda^{m-1-j}) K R              A~[i,j] = c lambda^{i-j} (q_i . k_j), j <= i
 //   S  <- lambda^m S + (lambda^{m-1-j} K)^T V          R <- lambda^m R + (c lambda^{i+1} Q)^T dO
-// Pass 1 runs the blocks forward: it keeps S, writes dQ and the intra-block (block-local) parts of
-// dK and dV. Pass 2 runs them in reverse: it keeps R, adds the inter-block parts of dK and dV and
-// ends with dS_in = R. Every intra-block product is computed once; only non-negative decay powers.
+// Pass 1 runs the blocks forward: it keeps S and writes dQ. Pass 2 runs them in reverse: it keeps R,
+// writes dK and dV and ends with dS_in = R. Each gradient is written once, its two terms summed in
+// one register tile per output tile (gemm_plus_triangle); the price is P~, computed in both passes
+// (m^2 d / 2 more multiply-adds per block: 2% of the whole at m = 24, d = 128). Only non-negative
+// decay powers appear.
 //
 // The slope gradient, when asked for, is taken in forward mode during pass 1: with the tangent
 // W_t = -dS_t/dslope = sum_{s<=t} (t-s) lambda^{t-s} k_s^T v_s + (t+1) lambda^{t+1} S_in,
@@ -21,13 +23,17 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 #include <vector>
 
 #include "lightning/detail/convert.hpp"
 #include "lightning/detail/gemm.hpp"
+#include "lightning/detail/pack.hpp"
 #include "lightning/detail/parallel.hpp"
+#include "lightning/detail/prefetch.hpp"
 #include "lightning/kernels/avx2.hpp"
+#include "lightning/kernels/avx512.hpp"
 #include "lightning/kernels/scalar.hpp"
 #include "lightning/types.hpp"
 
@@ -69,68 +75,33 @@ struct BackwardDecay {
 /** One worker's scratch for the backward, sized once per call: nothing here grows with n. */
 struct BackwardWorkspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the transposed and block x block buffers
-  // Row-major blocks: q, d_o, d_o scaled by c lambda^{i+1}, k, k and v decayed to the block's end (vd
-  // holds plain v in pass 1), per-block gradient sums, and the slope tangent's dO W^T.
-  std::vector<float> q, d_o, dos, k, kd, vd, dq, dk, dv, y;
-  // Transposed blocks (rows of length ldp): k^T, v^T, decayed v^T, tangent-weighted v^T, decayed q^T.
-  std::vector<float> kt, vt, vdt, vwt, qdt;
+  // 16-bit storage widened to floats (fp32 is read in place): blocks of q, k, v and d_o.
+  std::vector<float> q, k, v, d_o;
+  // Row-major blocks: d_o scaled by c lambda^{i+1}, k decayed to the block's end, a scratch (the
+  // slope tangent's dO W^T, a row-exact dK), and dQ, dK, dV where they are staged before the outputs.
+  std::vector<float> dos, kd, y, dq, dk, dv;
+  // Transposed blocks (rows of length ldp): k^T, v^T, v^T decayed to the block's end, tangent-weighted
+  // v^T, q^T plain and scaled by c lambda^{i+1}, and dK^T.
+  std::vector<float> kt, vt, vdt, vwt, qt, qdt, dkt;
   // Block x block products P and A, and the masked transpose of either.
   std::vector<float> p, a, pt;
-  // Running states: S^T and its tangent W^T [d_v x d_k], the adjoint R [d_k x d_v] and R^T.
-  std::vector<float> st, wt, r, rt;
-  std::vector<float> to_end, to_end_weighted;   // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
+  // Running states: S^T and its tangent W^T [d_v x d_k], the adjoint R [d_k x d_v].
+  std::vector<float> st, wt, r;
+  std::vector<float> to_end, to_end_weighted;  // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
   BackwardDecay decay;
+  Prefetcher prefetch;
   BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_) : block(block_), ldp((block_ + 15) / 16 * 16) {
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
-    for (auto* b : {&q, &k, &kd, &dq, &dk, &y}) b->resize(sz(block * dk_));
-    for (auto* b : {&d_o, &dos, &vd, &dv}) b->resize(sz(block * dv_));
-    for (auto* b : {&kt, &qdt}) b->resize(sz(dk_ * ldp));
+    for (auto* b : {&q, &k, &kd, &y, &dq, &dk}) b->resize(sz(block * dk_));
+    for (auto* b : {&v, &d_o, &dos, &dv}) b->resize(sz(block * dv_));
+    for (auto* b : {&kt, &qt, &qdt, &dkt}) b->resize(sz(dk_ * ldp));
     for (auto* b : {&vt, &vdt, &vwt}) b->resize(sz(dv_ * ldp));
     for (auto* b : {&p, &a, &pt}) b->resize(sz(block * ldp));
-    for (auto* b : {&st, &wt, &r, &rt}) b->resize(sz(dk_ * dv_));
+    for (auto* b : {&st, &wt, &r}) b->resize(sz(dk_ * dv_));
     to_end.resize(sz(block));
     to_end_weighted.resize(sz(block));
   }
 };
-
-// Whether a path has its own register transpose. One without it borrows AVX2's when the build has
-// AVX2 (the AVX-512 path: 8 x 8 is the tile the callers need, and 256-bit shuffles do it in 24
-// instructions); otherwise it gets the loop.
-template <class Ker, class = void>
-struct has_transpose_8x8 : std::false_type {};
-template <class Ker>
-struct has_transpose_8x8<Ker, std::void_t<decltype(&Ker::transpose_8x8)>> : std::true_type {};
-template <Path P>
-struct TransposeKernel {
-#if LIGHTNING_HAVE_AVX2
-  using Ker = std::conditional_t<has_transpose_8x8<kernels::Kernels<P>>::value, kernels::Kernels<P>,
-                                 kernels::Kernels<Path::avx2>>;
-#else
-  using Ker = kernels::Kernels<P>;
-#endif
-};
-
-/**
- * dst[c * ldd + r] = scale[r] * src[r * lds + c] for r < rows, c < cols (scale null: 1), in 8 x 8
- * tiles: the path's register transpose (or AVX2's) for whole tiles, a loop for the edges. (A column-by-column
- * transpose strides through a few cache sets and thrashes them when rows are 128 floats apart.)
- */
-template <Path P>
-void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
-               const float* scale = nullptr) {
-  using Ker = typename TransposeKernel<P>::Ker;
-  for (int64_t r0 = 0; r0 < rows; r0 += 8)
-    for (int64_t c0 = 0; c0 < cols; c0 += 8) {
-      if constexpr (has_transpose_8x8<Ker>::value)
-        if (r0 + 8 <= rows && c0 + 8 <= cols) {
-          Ker::transpose_8x8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd, scale ? scale + r0 : nullptr);
-          continue;
-        }
-      for (int64_t c = c0; c < std::min(cols, c0 + 8); ++c)
-        for (int64_t r = r0; r < std::min(rows, r0 + 8); ++r)
-          dst[c * ldd + r] = (scale ? scale[r] : 1.0f) * src[r * lds + c];
-    }
-}
 
 /**
  * The beta that decays a running state x (S or R) by `decay` in C = beta C + A B. A power flushed
@@ -152,37 +123,93 @@ inline void mask_block(int64_t m, float* x, int64_t ld, const float* decay) {
   }
 }
 
+/** x~ = mask(x), then its transpose into xt: the upper-triangular operand of dK's and dV's intra part. */
+template <Path P>
+void mask_transpose(int64_t m, float* x, float* xt, int64_t ld, const float* decay) {
+  mask_block(m, x, ld, decay);
+  transpose<P>(m, m, x, ld, xt, ld);
+}
+
 /** sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float. */
 template <class Weight>
-double weighted_row_dots(int64_t m, int64_t d, const float* x, const float* y, Weight weight) {
+double weighted_row_dots(int64_t m, int64_t d, const float* x, int64_t ldx, const float* y, int64_t ldy,
+                         Weight weight) {
   double acc = 0;
   for (int64_t i = 0; i < m; ++i) {
     float dot = 0;
-    for (int64_t c = 0; c < d; ++c) dot += x[i * d + c] * y[i * d + c];
+    for (int64_t c = 0; c < d; ++c) dot += x[i * ldx + c] * y[i * ldy + c];
     acc += weight(i) * static_cast<double>(dot);
   }
   return acc;
 }
 
 /**
- * 0 when x[0 .. count) are all finite, NaN otherwise (x - x is NaN exactly for NaN and infinities).
- * d_slopes[g] sums a term for every token of head g, the weight-0 ones (lag 0, no initial state)
- * included, so a NaN or Inf anywhere in head g's inputs makes it NaN, as 0 * NaN is NaN (README).
+ * 0 when the rows x cols entries of x are all finite, NaN otherwise (x - x is NaN exactly for NaN
+ * and infinities). d_slopes[g] sums a term for every token of head g, the weight-0 ones (lag 0, no
+ * initial state) included, so a NaN or Inf anywhere in head g's inputs makes it NaN, as 0 * NaN is
+ * NaN (README).
  */
-inline float nonfinite_poison(const float* x, int64_t count) {
+inline float nonfinite_poison(int64_t rows, int64_t cols, const float* x, int64_t ld) {
   float p = 0.0f;
-  for (int64_t i = 0; i < count; ++i) p += x[i] - x[i];
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) p += x[r * ld + c] - x[r * ld + c];
   return p;
 }
 
-/** Pass 1 (blocks in forward order) for batch b, k/v head g: dQ, the intra-block dK and dV, d_slopes. */
+/** Where a block's gradient rows are summed: the fp32 output rows themselves, or `stage` (row stride out.dim). */
+template <class T>
+float* gradient_rows(const View<T>& out, int64_t b, int64_t h, int64_t t, std::vector<float>& stage, int64_t& ld) {
+  if constexpr (std::is_same_v<T, float>) {
+    ld = out.seq_stride;
+    return out.row(b, h, t);
+  } else {
+    ld = out.dim;
+    return stage.data();
+  }
+}
+
+/** Stores m staged gradient rows into out (nothing to do when they were summed in place). */
+template <Path P, class T>
+void store_rows([[maybe_unused]] const float* rows, [[maybe_unused]] int64_t ld, [[maybe_unused]] const View<T>& out,
+                [[maybe_unused]] int64_t b, [[maybe_unused]] int64_t h, [[maybe_unused]] int64_t t,
+                [[maybe_unused]] int64_t m) {
+  if constexpr (!std::is_same_v<T, float>)
+    for (int64_t i = 0; i < m; ++i) store_floats<P>(rows + i * ld, out.dim, out.row(b, h, t + i));
+}
+
+/**
+ * Starts pf on the rows [t, t + block) of k and v (k/v head g), q and d_o (the group's q heads) and
+ * the given outputs, when that block exists (t in [0, n)); `tiles`: about how many register tiles
+ * the current block has to spread the requests over.
+ */
+template <class T>
+void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t g, int64_t t,
+                    std::initializer_list<View<T>> per_kv, std::initializer_list<View<T>> per_q, int64_t tiles) {
+  const int64_t n = a.q.seq, group = a.q.heads / a.k.heads;
+  pf.start(t >= 0 && t < n ? std::min(a.block, n - t) : 0);
+  if (pf.rows == 0) return;
+  pf.add(a.k, b, g, t, false);
+  pf.add(a.v, b, g, t, false);
+  for (const View<T>& out : per_kv)
+    if (!out.absent()) pf.add(out, b, g, t, true);
+  for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+    pf.add(a.q, b, h, t, false);
+    pf.add(a.d_o, b, h, t, false);
+    for (const View<T>& out : per_q)
+      if (!out.absent()) pf.add(out, b, h, t, true);
+  }
+  pf.spread(tiles);
+}
+
+/** Pass 1 (blocks in forward order) for batch b, k/v head g: dQ and the slope gradient. */
 template <Path P, class T>
 void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
+  using Ker = kernels::Kernels<P>;
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp;
-  const bool need_dq = !a.dq.absent(), need_dk = !a.dk.absent(), need_dv = !a.dv.absent();
-  const bool need_ds = a.d_slopes != nullptr;
-  const bool need_p = need_dq || need_dk || need_ds, need_a = need_dv || need_ds;
-  const bool keep_s = need_dq || need_ds;  // dQ's inter part and the slope tangent read S
+  const int64_t MR = Ker::MR, NR = Ker::NR;
+  Prefetcher& pf = w.prefetch;
+  const auto tile = [&] { pf.tile(); };
+  const bool need_dq = !a.dq.absent(), need_ds = a.d_slopes != nullptr;
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   const float* wpw = w.decay.wpow.data();
@@ -190,62 +217,61 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   float* Wt = w.wt.data();
   float* Pm = w.p.data();
   float* Am = w.a.data();
-  float* Pt = w.pt.data();
-  float* dQ = w.dq.data();
   bool s_zero = a.state_in.absent(), w_zero = true;
   float poison = 0.0f;  // NaN once a NaN or Inf is among the inputs d_slopes reads
-  if (!s_zero && keep_s)
+  if (!s_zero)
     for (int64_t i = 0; i < dk; ++i) {
       const float* row = a.state_in.row(b, g, i);
       for (int64_t c = 0; c < dv; ++c) St[c * dk + i] = row[c];
-      if (need_ds) poison += nonfinite_poison(row, dv);
+      if (need_ds) poison += nonfinite_poison(1, dv, row, dv);
     }
   double slope_sum = 0;  // sum_t c q_t W_t do_t^T, in double across blocks
 
   for (int64_t t0 = 0; t0 < n; t0 += a.block) {
     const int64_t m = std::min(a.block, n - t0);
-    // Rows first (contiguous reads), then tiled transposes into the packed operands.
-    for (int64_t j = 0; j < m; ++j) {
-      const T* kr = a.k.row(b, g, t0 + j);
-      const T* vr = a.v.row(b, g, t0 + j);
-      for (int64_t i = 0; i < dk; ++i) w.k[j * dk + i] = to_float(kr[i]);
-      for (int64_t c = 0; c < dv; ++c) w.vd[j * dv + c] = to_float(vr[c]);
-    }
-    if (need_ds) poison += nonfinite_poison(w.k.data(), m * dk) + nonfinite_poison(w.vd.data(), m * dv);
+    // Two blocks ahead, over this block's P, dQ and state-update tiles.
+    prefetch_block(pf, a, b, g, t0 + 2 * a.block, {}, {a.dq},
+                   group * (m / MR + 1) * ((m + dk) / NR + 2) + (dv / MR + 1) * (dk / NR + 1));
+    int64_t ldk, ldv;
+    const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
+    const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
+    if (need_ds) poison += nonfinite_poison(m, dk, K, ldk) + nonfinite_poison(m, dv, V, ldv);
     for (int64_t j = 0; j < m; ++j) {  // row scales towards the block's end: lambda^{m-1-j}, (m-1-j) lambda^{m-1-j}
       w.to_end[j] = pw[m - 1 - j];
       w.to_end_weighted[j] = wpw[m - 1 - j];
     }
-    if (need_a) transpose<P>(m, dk, w.k.data(), dk, w.kt.data(), ldp);
-    if (need_p) transpose<P>(m, dv, w.vd.data(), dv, w.vt.data(), ldp);
-    if (keep_s) transpose<P>(m, dv, w.vd.data(), dv, w.vdt.data(), ldp, w.to_end.data());
-    if (need_ds) transpose<P>(m, dv, w.vd.data(), dv, w.vwt.data(), ldp, w.to_end_weighted.data());
+    // V^T for P = dO V^T and the decayed V^T for the state update, in one transpose.
+    transpose_dual<P>(m, dv, V, ldv, w.vt.data(), w.vdt.data(), ldp, w.to_end.data());
+    if (need_ds) {
+      transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
+      transpose<P>(m, dv, V, ldv, w.vwt.data(), ldp, w.to_end_weighted.data());
+    }
+    const bool k_finite = need_dq && all_finite(m, dk, K, ldk);
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      const float beta = h == g * group ? 0.0f : 1.0f;  // the group's q heads sum into dK and dV
-      for (int64_t i = 0; i < m; ++i) {
-        const T* qr = a.q.row(b, h, t0 + i);
-        const T* dr = a.d_o.row(b, h, t0 + i);
-        for (int64_t c = 0; c < dk; ++c) w.q[i * dk + c] = to_float(qr[c]);
-        for (int64_t c = 0; c < dv; ++c) w.d_o[i * dv + c] = to_float(dr[c]);
-      }
-      if (need_ds) poison += nonfinite_poison(w.q.data(), m * dk) + nonfinite_poison(w.d_o.data(), m * dv);
-      // Inter: dQ = (c lambda^{i+1}) dO S^T; the slope terms (i+1) q_i . dQ_i and c lambda^{i+1} q_i W do_i^T.
-      if (keep_s && !s_zero) {
-        // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not.
+      int64_t ldq, ldo;
+      const float* Q = rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq);
+      const float* dO = rows_as_floats<P>(a.d_o, b, h, t0, m, w.d_o, ldo);
+      if (need_ds) poison += nonfinite_poison(m, dk, Q, ldq) + nonfinite_poison(m, dv, dO, ldo);
+      // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not.
+      if (!s_zero)
         for (int64_t i = 0; i < m; ++i)
-          for (int64_t c = 0; c < dv; ++c) w.dos[i * dv + c] = cpw[i + 1] * w.d_o[i * dv + c];
-        gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, St, dk, dQ, dk, 0.0f);
-        if (need_ds) slope_sum += weighted_row_dots(m, dk, w.q.data(), dQ, [](int64_t i) { return i + 1.0; });
-      }
-      if (need_ds && !w_zero) {
-        gemm<P>(Part::full, m, dk, dv, w.d_o.data(), dv, Wt, dk, w.y.data(), dk, 0.0f);
-        slope_sum += weighted_row_dots(m, dk, w.q.data(), w.y.data(), [&](int64_t i) { return double{cpw[i + 1]}; });
-      }
-      // Intra: P = dO V^T and A = Q K^T on and below the diagonal (entries above are never read).
-      if (need_p) gemm<P>(Part::lower_c, m, m, dv, w.d_o.data(), dv, w.vt.data(), ldp, Pm, ldp, 0.0f);
-      if (need_a) gemm<P>(Part::lower_c, m, m, dk, w.q.data(), dk, w.kt.data(), ldp, Am, ldp, 0.0f);
+          for (int64_t c = 0; c < dv; ++c) w.dos[i * dv + c] = cpw[i + 1] * dO[i * ldo + c];
+      // P = dO V^T on and below the diagonal (entries above are never read).
+      gemm<P>(Part::lower_c, m, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, 0.0f, tile);
       if (need_ds) {
-        double acc = 0;  // sum_{j<i} (i-j) lambda^{i-j} A_ij P_ij, times c below
+        // (i+1) q_i . (c lambda^{i+1} do_i S^T) and c lambda^{i+1} q_i W do_i^T (the first is dQ's inter
+        // part, taken again here so that dQ has the same bits whether or not d_slopes is asked for),
+        // then sum_{j<i} c (i-j) lambda^{i-j} A_ij P_ij.
+        if (!s_zero) {
+          gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, St, dk, w.y.data(), dk, 0.0f);
+          slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [](int64_t i) { return i + 1.0; });
+        }
+        if (!w_zero) {
+          gemm<P>(Part::full, m, dk, dv, dO, ldo, Wt, dk, w.y.data(), dk, 0.0f);
+          slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [&](int64_t i) { return double{cpw[i + 1]}; });
+        }
+        gemm<P>(Part::lower_c, m, m, dk, Q, ldq, w.kt.data(), ldp, Am, ldp, 0.0f);
+        double acc = 0;
         for (int64_t i = 1; i < m; ++i) {
           float row = 0;
           for (int64_t j = 0; j < i; ++j) row += wpw[i - j] * Am[i * ldp + j] * Pm[i * ldp + j];
@@ -253,54 +279,35 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         }
         slope_sum += static_cast<double>(a.scale) * acc;
       }
-      if (need_dq || need_dk) mask_block(m, Pm, ldp, cpw);  // P~ = c lambda^{i-j} P, zero above the diagonal
-      if (need_dq) {
-        gemm<P>(Part::lower_k, m, dk, m, Pm, ldp, w.k.data(), dk, dQ, dk, s_zero ? 0.0f : 1.0f);
-        for (int64_t i = 0; i < m; ++i) {
-          T* out = a.dq.row(b, h, t0 + i);
-          for (int64_t c = 0; c < dk; ++c) out[c] = from_float<T>(dQ[i * dk + c]);
-        }
-      }
-      if (need_dk) {  // dK += P~^T Q, P~^T upper triangular
-        transpose<P>(m, m, Pm, ldp, Pt, ldp);
-        gemm<P>(Part::upper_k, m, dk, m, Pt, ldp, w.q.data(), dk, w.dk.data(), dk, beta);
-      }
-      if (need_dv) {  // dV += A~^T dO
-        mask_block(m, Am, ldp, cpw);
-        transpose<P>(m, m, Am, ldp, Pt, ldp);
-        gemm<P>(Part::upper_k, m, dv, m, Pt, ldp, w.d_o.data(), dv, w.dv.data(), dv, beta);
+      if (need_dq) {  // dQ = (c lambda^{i+1}) dO S^T + P~ K
+        mask_block(m, Pm, ldp, cpw);  // P~ = c lambda^{i-j} P, zero above the diagonal
+        int64_t ldd;
+        float* dQ = gradient_rows(a.dq, b, h, t0, w.dq, ldd);
+        gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, dk, Pm, ldp, K, ldk,
+                              k_finite, dQ, ldd, 0.0f, tile);
+        store_rows<P>(dQ, ldd, a.dq, b, h, t0, m);
       }
     }
-    for (int64_t j = 0; j < m; ++j) {
-      if (need_dk) {
-        T* out = a.dk.row(b, g, t0 + j);
-        for (int64_t c = 0; c < dk; ++c) out[c] = from_float<T>(w.dk[j * dk + c]);
-      }
-      if (need_dv) {
-        T* out = a.dv.row(b, g, t0 + j);
-        for (int64_t c = 0; c < dv; ++c) out[c] = from_float<T>(w.dv[j * dv + c]);
-      }
+    if (need_ds) {
+      // W <- lambda^m (W + m S) + sum_j (m-1-j) lambda^{m-1-j} k_j^T v_j, from the entry S.
+      const float decay_m = pw[m], weight_m = static_cast<float>(m) * pw[m];
+      for (int64_t e = 0; e < dk * dv; ++e)
+        Wt[e] = (w_zero ? 0.0f : decay_m * Wt[e]) + (s_zero ? 0.0f : weight_m * St[e]);
+      gemm<P>(Part::full, dv, dk, m, w.vwt.data(), ldp, K, ldk, Wt, dk, 1.0f);
+      w_zero = false;
     }
-    if (keep_s) {
-      if (need_ds) {
-        // W <- lambda^m (W + m S) + sum_j (m-1-j) lambda^{m-1-j} k_j^T v_j, from the entry S.
-        const float decay_m = pw[m], weight_m = static_cast<float>(m) * pw[m];
-        for (int64_t e = 0; e < dk * dv; ++e)
-          Wt[e] = (w_zero ? 0.0f : decay_m * Wt[e]) + (s_zero ? 0.0f : weight_m * St[e]);
-        gemm<P>(Part::full, dv, dk, m, w.vwt.data(), ldp, w.k.data(), dk, Wt, dk, 1.0f);
-        w_zero = false;
-      }
-      gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, w.k.data(), dk, St, dk,
-              s_zero ? 0.0f : decay_beta(St, dk * dv, pw[m]));
-      s_zero = false;
-    }
+    if (t0 + m == n) break;  // no later block reads S
+    gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, K, ldk, St, dk, s_zero ? 0.0f : decay_beta(St, dk * dv, pw[m]),
+            tile);
+    pf.step(1 << 30);  // whatever is left
+    s_zero = false;
   }
   if (need_ds) {
     double out = slope_sum;
     if (!a.d_state_out.absent())
       for (int64_t i = 0; i < dk; ++i) {
         const float* row = a.d_state_out.row(b, g, i);
-        poison += nonfinite_poison(row, dv);
+        poison += nonfinite_poison(1, dv, row, dv);
         if (!w_zero)
           for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * dk + i];
       }
@@ -308,58 +315,109 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   }
 }
 
-/** Pass 2 (blocks in reverse order) for batch b, k/v head g: the inter-block dK and dV, and dS_in. */
+/**
+ * dK^T (+)= Q^T P~ (column-exact) for a q head whose Q holds a NaN or Inf: P~^T Q row by row
+ * (gemm's upper_k) into the scratch y, then added transposed; `add` says dKt already holds a sum.
+ */
+template <Path P>
+void add_dk_intra_exact(int64_t m, int64_t dk, const float* Pm, float* Pt, int64_t ldp, const float* Q, int64_t ldq,
+                        float* y, float* dKt, bool add) {
+  transpose<P>(m, m, Pm, ldp, Pt, ldp);
+  gemm<P>(Part::upper_k, m, dk, m, Pt, ldp, Q, ldq, y, dk, 0.0f);
+  for (int64_t c = 0; c < dk; ++c)
+    for (int64_t j = 0; j < m; ++j) dKt[c * ldp + j] = add ? dKt[c * ldp + j] + y[j * dk + c] : y[j * dk + c];
+}
+
+/**
+ * Pass 2 (blocks in reverse order) for batch b, k/v head g: dK, dV and dS_in. dK is summed
+ * transposed, dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T, so that both dK and dV read R as it is kept
+ * (no d_k x d_v transpose per block), and leaves through one m x d_k transpose.
+ */
 template <Path P, class T>
 void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
+  using Ker = kernels::Kernels<P>;
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp;
+  const int64_t MR = Ker::MR, NR = Ker::NR;
+  Prefetcher& pf = w.prefetch;
+  const auto tile = [&] { pf.tile(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   float* R = w.r.data();
-  float* Rt = w.rt.data();
+  float* Pm = w.p.data();
+  float* Pt = w.pt.data();
+  float* dKt = w.dkt.data();
   bool r_zero = a.d_state_out.absent();
   if (!r_zero)
     for (int64_t i = 0; i < dk; ++i) std::copy_n(a.d_state_out.row(b, g, i), dv, R + i * dv);
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
-    // out += (lambda^{m-1-j} x_j) state, row by row: dK with x = V and state R^T, dV with x = K and state R.
-    const auto add_inter = [&](const View<const T>& x, const float* state, const View<T>& out, std::vector<float>& xd,
-                               [[maybe_unused]] std::vector<float>& acc) {
-      const int64_t dx = x.dim, dout = out.dim;
-      for (int64_t j = 0; j < m; ++j) {
-        const T* row = x.row(b, g, t0 + j);
-        for (int64_t c = 0; c < dx; ++c) xd[j * dx + c] = pw[m - 1 - j] * to_float(row[c]);
-      }
-      if constexpr (std::is_same_v<T, float>) {  // straight into the rows pass 1 wrote
-        gemm<P>(Part::full, m, dout, dx, xd.data(), dx, state, dout, out.row(b, g, t0), out.seq_stride, 1.0f);
-      } else {
-        gemm<P>(Part::full, m, dout, dx, xd.data(), dx, state, dout, acc.data(), dout, 0.0f);
-        for (int64_t j = 0; j < m; ++j) {
-          T* row = out.row(b, g, t0 + j);
-          for (int64_t c = 0; c < dout; ++c) row[c] = from_float<T>(to_float(row[c]) + acc[j * dout + c]);
+    // Two blocks back, over this block's P, A, dK^T, dV and R tiles.
+    prefetch_block(pf, a, b, g, t0 - 2 * a.block, {a.dk, a.dv}, {},
+                   group * ((m / MR + 1) * ((m + dv) / NR + 3) + (dk / MR + 1) * ((m + dv) / NR + 2)));
+    int64_t ldk, ldv;
+    const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
+    const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
+    for (int64_t j = 0; j < m; ++j) w.to_end[j] = pw[m - 1 - j];
+    // V^T for P = dO V^T and the decayed V^T of dK's inter term, in one transpose; K^T for A = Q K^T
+    // and the decayed K rows of dV's inter term.
+    if (need_dk) transpose_dual<P>(m, dv, V, ldv, w.vt.data(), w.vdt.data(), ldp, w.to_end.data());
+    if (need_dv) {
+      transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
+      if (!r_zero)
+        for (int64_t j = 0; j < m; ++j)
+          for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = w.to_end[j] * K[j * ldk + c];
+    }
+    int64_t lddv = 0;
+    float* dV = need_dv ? gradient_rows(a.dv, b, g, t0, w.dv, lddv) : nullptr;
+    const bool update_r = t0 > 0 || need_ds_in;  // the adjoint entering the first block is dS_in only
+    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+      int64_t ldq, ldo;
+      const float* Q = rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq);
+      const float* dO = rows_as_floats<P>(a.d_o, b, h, t0, m, w.d_o, ldo);
+      // The group's q heads sum into dK and dV; the first also brings the inter-block term.
+      const bool first = h == g * group;
+      const bool inter = first && !r_zero;
+      const float beta = first ? 0.0f : 1.0f;
+      // Q^T plain (dK^T) and scaled by c lambda^{i+1} (the update of R).
+      if (need_dk && update_r)
+        transpose_dual<P>(m, dk, Q, ldq, w.qt.data(), w.qdt.data(), ldp, cpw + 1);
+      else if (need_dk)
+        transpose<P>(m, dk, Q, ldq, w.qt.data(), ldp);
+      else if (update_r)
+        transpose<P>(m, dk, Q, ldq, w.qdt.data(), ldp, cpw + 1);
+      if (need_dk) {  // dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T
+        gemm<P>(Part::lower_c, m, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, 0.0f, tile);
+        mask_block(m, Pm, ldp, cpw);
+        if (all_finite(m, dk, Q, ldq)) {
+          gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, dv, w.vdt.data(), ldp, w.qt.data(), ldp, Pm, ldp, dKt, ldp,
+                                   beta, tile);
+        } else {
+          if (inter) gemm<P>(Part::full, dk, m, dv, R, dv, w.vdt.data(), ldp, dKt, ldp, beta);
+          add_dk_intra_exact<P>(m, dk, Pm, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
         }
       }
-    };
-    if (!r_zero && need_dk) {
-      transpose<P>(dk, dv, R, dv, Rt, dk);
-      add_inter(a.v, Rt, a.dk, w.vd, w.dk);
-    }
-    if (!r_zero && need_dv) add_inter(a.k, R, a.dv, w.kd, w.dv);
-    if (t0 == 0 && !need_ds_in) break;  // the adjoint entering the first block is dS_in only
-    // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
-    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      for (int64_t i = 0; i < m; ++i) {
-        const T* qr = a.q.row(b, h, t0 + i);
-        const T* dr = a.d_o.row(b, h, t0 + i);
-        for (int64_t c = 0; c < dk; ++c) w.q[i * dk + c] = to_float(qr[c]);
-        for (int64_t c = 0; c < dv; ++c) w.d_o[i * dv + c] = to_float(dr[c]);
+      if (need_dv) {  // dV = A~^T dO + (lambda^{m-1-j} K) R
+        gemm<P>(Part::lower_c, m, m, dk, Q, ldq, w.kt.data(), ldp, Pm, ldp, 0.0f, tile);
+        mask_transpose<P>(m, Pm, Pt, ldp, cpw);
+        gemm_plus_triangle<P>(Part::upper_k, m, dv, inter ? dk : 0, w.kd.data(), dk, R, dv, Pt, ldp, dO, ldo,
+                              all_finite(m, dv, dO, ldo), dV, lddv, beta, tile);
       }
-      transpose<P>(m, dk, w.q.data(), dk, w.qdt.data(), ldp, cpw + 1);
-      const float beta = r_zero ? 0.0f : h == g * group ? decay_beta(R, dk * dv, pw[m]) : 1.0f;
-      gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, w.d_o.data(), dv, R, dv, beta);
-      r_zero = false;
+      if (update_r) {  // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
+        const float r_beta = r_zero ? 0.0f : first ? decay_beta(R, dk * dv, pw[m]) : 1.0f;
+        gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, dO, ldo, R, dv, r_beta, tile);
+        r_zero = false;
+      }
     }
+    if (need_dk) {
+      int64_t lddk;
+      float* dK = gradient_rows(a.dk, b, g, t0, w.dk, lddk);
+      transpose<P>(dk, m, dKt, ldp, dK, lddk);
+      store_rows<P>(dK, lddk, a.dk, b, g, t0, m);
+    }
+    if (need_dv) store_rows<P>(dV, lddv, a.dv, b, g, t0, m);
+    pf.step(1 << 30);  // whatever is left
   }
   if (need_ds_in)
     for (int64_t i = 0; i < dk; ++i) {
@@ -375,7 +433,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
 template <Path P, class T>
 void backward_all(const BackwardArgs<T>& a, int threads) {
   const int64_t items = a.q.batch * a.k.heads;
-  const bool pass1 = !a.dq.absent() || !a.dk.absent() || !a.dv.absent() || a.d_slopes;
+  const bool pass1 = !a.dq.absent() || a.d_slopes;
   const bool pass2 = !a.dk.absent() || !a.dv.absent() || !a.d_state_in.absent();
   const int workers = worker_count(threads, items);
   std::vector<BackwardWorkspace> ws(static_cast<size_t>(workers), BackwardWorkspace(a.block, a.q.dim, a.v.dim));

@@ -5,9 +5,11 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "lightning/config.hpp"
 #include "lightning/storage.hpp"
+#include "lightning/types.hpp"
 
 #if LIGHTNING_HAVE_AVX2 || LIGHTNING_HAVE_AVX512BF16
 #include <immintrin.h>
@@ -100,6 +102,24 @@ const float* as_floats(const T* x, int64_t n, float* buf) {
   } else {
     load_floats<P>(x, n, buf);
     return buf;
+  }
+}
+
+/**
+ * Rows [t, t + m) of head h of x as floats, and their row stride in ld: in place for float storage,
+ * else converted into buf (sized to m rows here; no allocation once it has held a whole block).
+ */
+template <Path P, class T>
+const float* rows_as_floats(const View<const T>& x, int64_t b, int64_t h, int64_t t, int64_t m,
+                            std::vector<float>& buf, int64_t& ld) {
+  if constexpr (std::is_same_v<T, float>) {
+    ld = x.seq_stride;
+    return x.row(b, h, t);
+  } else {
+    buf.resize(static_cast<size_t>(m * x.dim));
+    for (int64_t j = 0; j < m; ++j) load_floats<P>(x.row(b, h, t + j), x.dim, buf.data() + j * x.dim);
+    ld = x.dim;
+    return buf.data();
   }
 }
 

@@ -18,9 +18,15 @@ enum class Part {
             ///< earlier row of B must not reach row i through a masked zero)
 };
 
-template <Path P>
+/** A callable that does nothing: the default after_tile of the loops below. */
+struct NoOp {
+  void operator()() const {}
+};
+
+/** The part `part` of C = beta C + A B (M x N, inner dimension K); after_tile() runs after each column tile of a row tile. */
+template <Path P, class AfterTile = NoOp>
 void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-          int64_t ldc, float beta) {
+          int64_t ldc, float beta, AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
   for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {
     const int mr = static_cast<int>(std::min<int64_t>(Ker::MR, M - i0));
@@ -47,6 +53,57 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
       } else {
         Ker::gemm_tile(mr, nr, kc, A + i0 * lda, lda, B + j0, ldb, c, ldc, beta);
       }
+      after_tile();
+    }
+  }
+}
+
+/**
+ * C = beta C + X Y + T B over M x N, the inter-block plus intra-block sum of the read-outs and
+ * gradients: X is M x kx and Y kx x N (kx = 0: no such term), T an M x M causal triangle whose
+ * entries outside it are zeros (part lower_k: T[i][j] = 0 for j > i; upper_k: for j < i), B is M x N.
+ * With `b_finite` (B holds no NaN or Inf) both terms meet in one register tile per (row tile, column
+ * tile), the triangle's row tiles running over its zeros; otherwise row by row, so that a NaN in B
+ * reaches only the rows that depend on it. after_tile() runs after each register tile.
+ */
+template <Path P, class AfterTile = NoOp>
+void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float* X, int64_t ldx, const float* Y,
+                        int64_t ldy, const float* T, int64_t ldt, const float* B, int64_t ldb, bool b_finite,
+                        float* C, int64_t ldc, float beta, AfterTile&& after_tile = {}) {
+  using Ker = kernels::Kernels<P>;
+  if (!b_finite) {
+    if (kx > 0) gemm<P>(Part::full, M, N, kx, X, ldx, Y, ldy, C, ldc, beta, after_tile);
+    gemm<P>(part, M, N, M, T, ldt, B, ldb, C, ldc, kx > 0 ? 1.0f : beta, after_tile);
+    return;
+  }
+  const bool lower = part == Part::lower_k;
+  for (int64_t j0 = 0; j0 < N; j0 += Ker::NR)
+    for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {
+      const int mr = static_cast<int>(std::min<int64_t>(Ker::MR, M - i0));
+      const int64_t k0 = lower ? 0 : i0, k1 = lower ? std::min(M, i0 + mr) : M;
+      Ker::gemm_tile2(mr, static_cast<int>(std::min<int64_t>(Ker::NR, N - j0)), {kx, X + i0 * ldx, ldx, Y + j0, ldy},
+                      {k1 - k0, T + i0 * ldt + k0, ldt, B + k0 * ldb + j0, ldb}, C + i0 * ldc + j0, ldc, beta);
+      after_tile();
+    }
+}
+
+/**
+ * C = beta C + X Y + A L over M x N: X is M x kx and Y kx x N (kx = 0: no such term), A is M x N and
+ * L an N x N lower triangle whose entries above the diagonal are zeros, so that column j of A L
+ * reads rows i >= j of L (the transposed gradient dK^T = Q^T P~ + R (V~)^T). The register tiles run
+ * over L's zeros: A must hold no NaN or Inf. after_tile() runs after each register tile.
+ */
+template <Path P, class AfterTile = NoOp>
+void gemm_plus_lower_right(int64_t M, int64_t N, int64_t kx, const float* X, int64_t ldx, const float* Y, int64_t ldy,
+                           const float* A, int64_t lda, const float* L, int64_t ldl, float* C, int64_t ldc, float beta,
+                           AfterTile&& after_tile = {}) {
+  using Ker = kernels::Kernels<P>;
+  for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {  // a row tile's slice of X is read once, then from L1
+    const int mr = static_cast<int>(std::min<int64_t>(Ker::MR, M - i0));
+    for (int64_t j0 = 0; j0 < N; j0 += Ker::NR) {
+      Ker::gemm_tile2(mr, static_cast<int>(std::min<int64_t>(Ker::NR, N - j0)), {kx, X + i0 * ldx, ldx, Y + j0, ldy},
+                      {N - j0, A + i0 * lda + j0, lda, L + j0 * ldl + j0, ldl}, C + i0 * ldc + j0, ldc, beta);
+      after_tile();
     }
   }
 }

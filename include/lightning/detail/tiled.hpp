@@ -9,6 +9,8 @@
 
 #include "lightning/detail/convert.hpp"
 #include "lightning/detail/gemm.hpp"
+#include "lightning/detail/pack.hpp"
+#include "lightning/detail/prefetch.hpp"
 #include "lightning/detail/parallel.hpp"
 #include "lightning/detail/seqpar.hpp"
 #include "lightning/kernels/avx2.hpp"
@@ -57,57 +59,6 @@ struct DecayTable {
   }
 };
 
-/** A hint to fetch p's cache line into L2. GCC 12 deletes loops of __builtin_prefetch, hence the asm. */
-inline void prefetch_line(const char* p, bool write) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  if (write)
-    asm volatile("prefetchw %0" : : "m"(*p));
-  else
-    asm volatile("prefetcht1 %0" : : "m"(*p));
-#else
-  if (write)
-    __builtin_prefetch(p, 1, 2);
-  else
-    __builtin_prefetch(p, 0, 2);
-#endif
-}
-
-/**
- * The next block's rows of q, k, v and o, asked into cache a few lines at a time between register
- * tiles: a block's inputs are touched once per block, so the hardware prefetcher, seeing each stream
- * pause for the whole block's arithmetic, leaves every block's first touch waiting on memory; asked
- * all at once, the requests queue behind each other and stall the loop that issues them.
- */
-struct Prefetcher {
-  struct Stream {
-    const char* row;
-    int64_t stride, lines;
-    bool write;
-  };
-  Stream streams[4 * 64] = {};
-  int count = 0, at = 0;
-  int64_t row = 0, line = 0, rows = 0;
-  template <class T>
-  void add(const View<T>& x, int64_t b, int64_t h, int64_t t, bool write) {
-    if (count < static_cast<int>(std::size(streams)))
-      streams[count++] = {reinterpret_cast<const char*>(x.row(b, h, t)),
-                          x.seq_stride * static_cast<int64_t>(sizeof(T)),
-                          (x.dim * static_cast<int64_t>(sizeof(T)) + 63) / 64, write};
-  }
-  void start(int64_t m) { at = 0, row = 0, line = 0, rows = m; }
-  /** Asks for the next n lines, if any are left. */
-  void step(int n) {
-    for (; n > 0 && at < count; --n) {
-      const Stream& s = streams[at];
-      prefetch_line(s.row + row * s.stride + line * 64, s.write);
-      if (++line == s.lines) {
-        line = 0;
-        if (++row == rows) row = 0, ++at;
-      }
-    }
-  }
-};
-
 /** One worker's scratch, sized once per call: nothing here grows with the sequence length. */
 struct Workspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the block x block and d_k x block buffers
@@ -132,38 +83,6 @@ struct Workspace {
     o.resize(static_cast<size_t>(block * dv));
   }
 };
-
-/** dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldd + r] = scale[r] src[r * lds + c], r < rows, c < cols. */
-template <Path P>
-void transpose_block(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, float* dst_scaled,
-                     int64_t ldd, const float* scale) {
-  using Ker = kernels::Kernels<P>;
-  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
-  for (int64_t r0 = 0; r0 < r8; r0 += 8)
-    for (int64_t c0 = 0; c0 < c8; c0 += 8)
-      Ker::transpose_8x8_dual(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, dst_scaled + c0 * ldd + r0, ldd,
-                              scale + r0);
-  for (int64_t r = 0; r < rows; ++r)  // the edges: rows past r8 and columns past c8
-    for (int64_t c = r < r8 ? c8 : 0; c < cols; ++c) {
-      dst[c * ldd + r] = src[r * lds + c];
-      dst_scaled[c * ldd + r] = scale[r] * src[r * lds + c];
-    }
-}
-
-/** True when no entry of the rows x cols matrix is NaN or infinite. */
-inline bool all_finite(int64_t rows, int64_t cols, const float* x, int64_t ldx) {
-  float z[16] = {};  // x * 0 is 0 for finite x and NaN otherwise; 16 lanes so the loop vectorises
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = x + r * ldx;
-    int64_t c = 0;
-    for (; c + 16 <= cols; c += 16)
-      for (int l = 0; l < 16; ++l) z[l] += row[c + l] * 0.0f;
-    for (; c < cols; ++c) z[0] += row[c] * 0.0f;
-  }
-  float sum = 0.0f;
-  for (float e : z) sum += e;
-  return sum == 0.0f;
-}
 
 /** Everything a forward call computes over, already validated. */
 template <class T>
@@ -206,7 +125,6 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     const int64_t m = std::min(a.block, t_end - t0);
     // The next block's inputs and outputs, spread over this block's register tiles.
     Prefetcher& pf = w.prefetch;
-    pf.count = 0;
     const int64_t ahead = t0 + 2 * a.block;  // two blocks ahead: one is not always enough for memory
     pf.start(std::min(a.block, t_end - ahead));
     if (ahead < t_end) {
@@ -217,26 +135,14 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
         pf.add(a.o, b, h, ahead, true);
       }
     }
-    // Lines per tile, so that the requests end before the state update does.
-    const int64_t lines = (2 + 2 * group) * pf.rows * ((std::max(dk, dv) * 4 + 63) / 64);
-    const int64_t tiles = (group * (m / MR + 1) + dk / MR + 1) * ((dv + NR - 1) / NR + 1);
-    const int per_tile = static_cast<int>(lines / tiles + 1);
+    // Over this block's register tiles, so that the requests end before the state update does.
+    pf.spread((group * (m / MR + 1) + dk / MR + 1) * ((dv + NR - 1) / NR + 1));
     // The block's keys and values: fp32 in place (row stride ldk, ldv), 16-bit storage widened first.
-    const float* K;
-    const float* V;
     int64_t ldk, ldv;
-    if constexpr (f32) {
-      K = a.k.row(b, g, t0), ldk = a.k.seq_stride;
-      V = a.v.row(b, g, t0), ldv = a.v.seq_stride;
-    } else {
-      for (int64_t j = 0; j < m; ++j) {
-        load_floats<P>(a.k.row(b, g, t0 + j), dk, w.k.data() + j * dk);
-        load_floats<P>(a.v.row(b, g, t0 + j), dv, w.v.data() + j * dv);
-      }
-      K = w.k.data(), ldk = dk, V = w.v.data(), ldv = dv;
-    }
+    const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
+    const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     // K^T plain and decayed towards the block's end: row j of K scaled by pow[m - 1 - j] = rev[j - m + 1].
-    transpose_block<P>(m, dk, K, ldk, w.kt.data(), w.kdt.data(), ldp, rev - m + 1);
+    transpose_dual<P>(m, dk, K, ldk, w.kt.data(), w.kdt.data(), ldp, rev - m + 1);
     // With finite values the masked zeros of P may meet V's later rows (0 * v = 0), so the read-out of
     // a row tile runs over whole tiles; a NaN or Inf there must not reach earlier rows (0 * Inf is NaN).
     const bool v_finite = all_finite(m, dv, V, ldv);
@@ -260,7 +166,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
         for (int64_t j0 = 0; j0 < cols; j0 += NR) {
           Ker::gemm_tile(mr, static_cast<int>(std::min(NR, cols - j0)), dk, w.q.data() + i0 * dk, dk,
                          w.kt.data() + j0, ldp, Pm + i0 * ldp + j0, ldp, 0.0f);
-          pf.step(per_tile);
+          pf.tile();
         }
         // Row i keeps columns j <= i, weighted lambda^{i-j}, and zeros up to the tile's last row.
         const int64_t end = std::min(m, i0 + mr);
@@ -278,20 +184,8 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
         O = a.o.row(b, h, t0), ldo = a.o.seq_stride;
       else
         O = w.o.data(), ldo = dv;
-      const int64_t k_inter = s_zero ? 0 : dk;
-      if (v_finite) {
-        for (int64_t j0 = 0; j0 < dv; j0 += NR)
-          for (int64_t i0 = 0; i0 < m; i0 += MR) {
-            const int mr = static_cast<int>(std::min(MR, m - i0));
-            Ker::gemm_tile2(mr, static_cast<int>(std::min(NR, dv - j0)),
-                            {k_inter, w.qd.data() + i0 * dk, dk, S + j0, dv},
-                            {std::min(m, i0 + mr), Pm + i0 * ldp, ldp, V + j0, ldv}, O + i0 * ldo + j0, ldo, 0.0f);
-            pf.step(per_tile);
-          }
-      } else {
-        if (k_inter) gemm<P>(Part::full, m, dv, dk, w.qd.data(), dk, S, dv, O, ldo, 0.0f);
-        gemm<P>(Part::lower_k, m, dv, m, Pm, ldp, V, ldv, O, ldo, k_inter ? 1.0f : 0.0f);
-      }
+      gemm_plus_triangle<P>(Part::lower_k, m, dv, s_zero ? 0 : dk, w.qd.data(), dk, S, dv, Pm, ldp, V, ldv, v_finite, O,
+                            ldo, 0.0f, [&] { pf.tile(); });
       if constexpr (!f32)
         for (int64_t i = 0; i < m; ++i) store_floats<P>(O + i * dv, dv, a.o.row(b, h, t0 + i));
     }
@@ -310,7 +204,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       for (int64_t j0 = 0; j0 < dv; j0 += NR) {
         Ker::gemm_tile(static_cast<int>(std::min(MR, dk - i0)), static_cast<int>(std::min(NR, dv - j0)), m,
                        w.kdt.data() + i0 * ldp, ldp, V + j0, ldv, S + i0 * dv + j0, dv, beta);
-        pf.step(per_tile);
+        pf.tile();
       }
     pf.step(1 << 30);  // whatever is left
     if (compensate)

@@ -12,9 +12,9 @@
 //   static void axpby(int64_t n, float a, const float* x, float b, float* y);
 //   static void axpy(int64_t n, float a, const float* x, float* y);
 //   // dst[c * ldd + r] = row_scale[r] * src[r * lds + c] for an 8 x 8 tile (row_scale null: 1); the
-//   // backward's packed transposes. Optional: a path without it gets a portable loop.
+//   // packed transposes of detail/pack.hpp.
 //   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale);
-//   // Both dst = src^T and dst_scaled = (diag(scale) src)^T for an 8 x 8 tile (the forward's K^T packing).
+//   // Both dst = src^T and dst_scaled = (diag(scale) src)^T for an 8 x 8 tile (plain and decayed K^T or V^T).
 //   static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
 //                                  const float* scale);
 // };

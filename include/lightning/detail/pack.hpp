@@ -1,0 +1,66 @@
+// Packing shared by the forward and backward block loops: tiled transposes (plain, row-scaled, or
+// both at once) and the finiteness test that decides whether whole register tiles may run over a
+// causal mask's zeros.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "lightning/kernels/kernels.hpp"
+
+namespace lightning::detail {
+
+/**
+ * dst[c * ldd + r] = scale[r] * src[r * lds + c] for r < rows, c < cols (scale null: 1), in 8 x 8
+ * tiles: the path's register transpose for whole tiles, a loop for the edges. (A column-by-column
+ * transpose strides through a few cache sets and thrashes them when rows are 128 floats apart.)
+ */
+template <Path P>
+void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
+               const float* scale = nullptr) {
+  using Ker = kernels::Kernels<P>;
+  for (int64_t r0 = 0; r0 < rows; r0 += 8)
+    for (int64_t c0 = 0; c0 < cols; c0 += 8) {
+      if (r0 + 8 <= rows && c0 + 8 <= cols) {
+        Ker::transpose_8x8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd, scale ? scale + r0 : nullptr);
+        continue;
+      }
+      for (int64_t c = c0; c < std::min(cols, c0 + 8); ++c)
+        for (int64_t r = r0; r < std::min(rows, r0 + 8); ++r)
+          dst[c * ldd + r] = (scale ? scale[r] : 1.0f) * src[r * lds + c];
+    }
+}
+
+/** dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldd + r] = scale[r] src[r * lds + c], r < rows, c < cols. */
+template <Path P>
+void transpose_dual(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, float* dst_scaled,
+                    int64_t ldd, const float* scale) {
+  using Ker = kernels::Kernels<P>;
+  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
+  for (int64_t r0 = 0; r0 < r8; r0 += 8)
+    for (int64_t c0 = 0; c0 < c8; c0 += 8)
+      Ker::transpose_8x8_dual(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, dst_scaled + c0 * ldd + r0, ldd,
+                              scale + r0);
+  for (int64_t r = 0; r < rows; ++r)  // the edges: rows past r8 and columns past c8
+    for (int64_t c = r < r8 ? c8 : 0; c < cols; ++c) {
+      dst[c * ldd + r] = src[r * lds + c];
+      dst_scaled[c * ldd + r] = scale[r] * src[r * lds + c];
+    }
+}
+
+/** True when no entry of the rows x cols matrix is NaN or infinite. */
+inline bool all_finite(int64_t rows, int64_t cols, const float* x, int64_t ldx) {
+  float z[16] = {};  // x * 0 is 0 for finite x and NaN otherwise; 16 lanes so the loop vectorises
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * ldx;
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16)
+      for (int l = 0; l < 16; ++l) z[l] += row[c + l] * 0.0f;
+    for (; c < cols; ++c) z[0] += row[c] * 0.0f;
+  }
+  float sum = 0.0f;
+  for (float e : z) sum += e;
+  return sum == 0.0f;
+}
+
+}  // namespace lightning::detail

@@ -1,0 +1,71 @@
+// Software prefetch of the next blocks' rows, spread over the register tiles of the current block
+// (the forward's and the backward's block loops).
+#pragma once
+
+#include <cstdint>
+#include <iterator>
+
+#include "lightning/types.hpp"
+
+namespace lightning::detail {
+
+/** A hint to fetch p's cache line into L2. GCC 12 deletes loops of __builtin_prefetch, hence the asm. */
+inline void prefetch_line(const char* p, bool write) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  if (write)
+    asm volatile("prefetchw %0" : : "m"(*p));
+  else
+    asm volatile("prefetcht1 %0" : : "m"(*p));
+#else
+  if (write)
+    __builtin_prefetch(p, 1, 2);
+  else
+    __builtin_prefetch(p, 0, 2);
+#endif
+}
+
+/**
+ * The next block's rows of q, k, v and o, asked into cache a few lines at a time between register
+ * tiles: a block's inputs are touched once per block, so the hardware prefetcher, seeing each stream
+ * pause for the whole block's arithmetic, leaves every block's first touch waiting on memory; asked
+ * all at once, the requests queue behind each other and stall the loop that issues them.
+ */
+struct Prefetcher {
+  struct Stream {
+    const char* row;
+    int64_t stride, lines;
+    bool write;
+  };
+  Stream streams[4 * 64] = {};
+  int count = 0, at = 0, per_tile = 1;
+  int64_t row = 0, line = 0, rows = 0;
+  template <class T>
+  void add(const View<T>& x, int64_t b, int64_t h, int64_t t, bool write) {
+    if (count < static_cast<int>(std::size(streams)))
+      streams[count++] = {reinterpret_cast<const char*>(x.row(b, h, t)),
+                          x.seq_stride * static_cast<int64_t>(sizeof(T)),
+                          (x.dim * static_cast<int64_t>(sizeof(T)) + 63) / 64, write};
+  }
+  /** Forgets the streams; those added next start at their row t and run for m rows (m <= 0: none). */
+  void start(int64_t m) { count = 0, at = 0, row = 0, line = 0, rows = m > 0 ? m : 0; }
+  /** Spreads the added streams' lines over about `tiles` calls of tile(). */
+  void spread(int64_t tiles) {
+    int64_t lines = 0;
+    for (int i = 0; i < count; ++i) lines += streams[i].lines * rows;
+    per_tile = static_cast<int>(lines / (tiles > 0 ? tiles : 1) + 1);
+  }
+  void tile() { step(per_tile); }
+  /** Asks for the next n lines, if any are left. */
+  void step(int n) {
+    for (; n > 0 && at < count; --n) {
+      const Stream& s = streams[at];
+      prefetch_line(s.row + row * s.stride + line * 64, s.write);
+      if (++line == s.lines) {
+        line = 0;
+        if (++row == rows) row = 0, ++at;
+      }
+    }
+  }
+};
+
+}  // namespace lightning::detail
