@@ -59,9 +59,9 @@ struct BackwardArgs {
  * denormal arithmetic. Kept apart from the forward's table so each can change on its own.
  */
 struct BackwardDecay {
-  std::vector<float> pow, cpow, wpow;
+  std::vector<float> pow, cpow, wpow, rcpow;  // rcpow[t] = cpow[block - t], for mask_lower
   void fill(double slope, double scale, int64_t block) {
-    for (auto* table : {&pow, &cpow, &wpow}) table->resize(static_cast<size_t>(block + 1));
+    for (auto* table : {&pow, &cpow, &wpow, &rcpow}) table->resize(static_cast<size_t>(block + 1));
     const auto flush = [](double x) { return std::abs(x) < FLT_MIN ? 0.0f : static_cast<float>(x); };
     for (int64_t t = 0; t <= block; ++t) {
       const double p = std::exp(-slope * static_cast<double>(t));
@@ -69,6 +69,7 @@ struct BackwardDecay {
       cpow[static_cast<size_t>(t)] = flush(scale * p);
       wpow[static_cast<size_t>(t)] = flush(static_cast<double>(t) * p);
     }
+    for (int64_t t = 0; t <= block; ++t) rcpow[static_cast<size_t>(t)] = cpow[static_cast<size_t>(block - t)];
   }
 };
 
@@ -112,22 +113,6 @@ inline float decay_beta(float* x, int64_t size, float decay) {
   if (decay != 0.0f) return decay;
   for (int64_t i = 0; i < size; ++i) x[i] *= 0.0f;
   return 1.0f;
-}
-
-/** Scales row i of a causal m x m block by decay[i - j] at column j <= i and zeroes columns i < j < m. */
-inline void mask_block(int64_t m, float* x, int64_t ld, const float* decay) {
-  for (int64_t i = 0; i < m; ++i) {
-    float* row = x + i * ld;
-    for (int64_t j = 0; j <= i; ++j) row[j] *= decay[i - j];
-    std::fill(row + i + 1, row + m, 0.0f);
-  }
-}
-
-/** x~ = mask(x), then its transpose into xt: the upper-triangular operand of dK's and dV's intra part. */
-template <Path P>
-void mask_transpose(int64_t m, float* x, float* xt, int64_t ld, const float* decay) {
-  mask_block(m, x, ld, decay);
-  transpose<P>(m, m, x, ld, xt, ld);
 }
 
 /** sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float. */
@@ -213,6 +198,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   const float* wpw = w.decay.wpow.data();
+  const float* crev = w.decay.rcpow.data() + a.block;  // crev[j - i] = cpw[i - j]
   float* St = w.st.data();
   float* Wt = w.wt.data();
   float* Pm = w.p.data();
@@ -256,8 +242,8 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       if (!s_zero)
         for (int64_t i = 0; i < m; ++i)
           for (int64_t c = 0; c < dv; ++c) w.dos[i * dv + c] = cpw[i + 1] * dO[i * ldo + c];
-      // P = dO V^T on and below the diagonal (entries above are never read).
-      gemm<P>(Part::lower_c, m, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, 0.0f, tile);
+      // P = dO V^T on and below the diagonal (entries above are masked before they are read).
+      gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile);
       if (need_ds) {
         // (i+1) q_i . (c lambda^{i+1} do_i S^T) and c lambda^{i+1} q_i W do_i^T (the first is dQ's inter
         // part, taken again here so that dQ has the same bits whether or not d_slopes is asked for),
@@ -270,7 +256,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
           gemm<P>(Part::full, m, dk, dv, dO, ldo, Wt, dk, w.y.data(), dk, 0.0f);
           slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [&](int64_t i) { return double{cpw[i + 1]}; });
         }
-        gemm<P>(Part::lower_c, m, m, dk, Q, ldq, w.kt.data(), ldp, Am, ldp, 0.0f);
+        gemm_triangle<P>(false, m, dk, Q, ldq, w.kt.data(), ldp, Am, ldp);
         double acc = 0;
         for (int64_t i = 1; i < m; ++i) {
           float row = 0;
@@ -280,7 +266,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         slope_sum += static_cast<double>(a.scale) * acc;
       }
       if (need_dq) {  // dQ = (c lambda^{i+1}) dO S^T + P~ K
-        mask_block(m, Pm, ldp, cpw);  // P~ = c lambda^{i-j} P, zero above the diagonal
+        mask_lower(m, Pm, ldp, crev);  // P~ = c lambda^{i-j} P, zero above the diagonal
         int64_t ldd;
         float* dQ = gradient_rows(a.dq, b, h, t0, w.dq, ldd);
         gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, dk, Pm, ldp, K, ldk,
@@ -343,6 +329,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
+  const float* crev = w.decay.rcpow.data() + a.block;  // crev[j - i] = cpw[i - j]
   float* R = w.r.data();
   float* Pm = w.p.data();
   float* Pt = w.pt.data();
@@ -360,15 +347,12 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     for (int64_t j = 0; j < m; ++j) w.to_end[j] = pw[m - 1 - j];
-    // V^T for P = dO V^T and the decayed V^T of dK's inter term, in one transpose; K^T for A = Q K^T
-    // and the decayed K rows of dV's inter term.
+    // V^T for P = dO V^T and the decayed V^T of dK's inter term, in one transpose; the decayed K
+    // rows of dV's inter term.
     if (need_dk) transpose_dual<P>(m, dv, V, ldv, w.vt.data(), w.vdt.data(), ldp, w.to_end.data());
-    if (need_dv) {
-      transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
-      if (!r_zero)
-        for (int64_t j = 0; j < m; ++j)
-          for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = w.to_end[j] * K[j * ldk + c];
-    }
+    if (need_dv && !r_zero)
+      for (int64_t j = 0; j < m; ++j)
+        for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = w.to_end[j] * K[j * ldk + c];
     int64_t lddv = 0;
     float* dV = need_dv ? gradient_rows(a.dv, b, g, t0, w.dv, lddv) : nullptr;
     const bool update_r = t0 > 0 || need_ds_in;  // the adjoint entering the first block is dS_in only
@@ -380,16 +364,17 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       const bool first = h == g * group;
       const bool inter = first && !r_zero;
       const float beta = first ? 0.0f : 1.0f;
-      // Q^T plain (dK^T) and scaled by c lambda^{i+1} (the update of R).
-      if (need_dk && update_r)
+      // Q^T plain (dK^T and A^T = K Q^T) and scaled by c lambda^{i+1} (the update of R).
+      const bool need_qt = need_dk || need_dv;
+      if (need_qt && update_r)
         transpose_dual<P>(m, dk, Q, ldq, w.qt.data(), w.qdt.data(), ldp, cpw + 1);
-      else if (need_dk)
+      else if (need_qt)
         transpose<P>(m, dk, Q, ldq, w.qt.data(), ldp);
       else if (update_r)
         transpose<P>(m, dk, Q, ldq, w.qdt.data(), ldp, cpw + 1);
       if (need_dk) {  // dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T
-        gemm<P>(Part::lower_c, m, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, 0.0f, tile);
-        mask_block(m, Pm, ldp, cpw);
+        gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile);
+        mask_lower(m, Pm, ldp, crev);
         if (all_finite(m, dk, Q, ldq)) {
           gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, dv, w.vdt.data(), ldp, w.qt.data(), ldp, Pm, ldp, dKt, ldp,
                                    beta, tile);
@@ -398,9 +383,9 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
           add_dk_intra_exact<P>(m, dk, Pm, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
         }
       }
-      if (need_dv) {  // dV = A~^T dO + (lambda^{m-1-j} K) R
-        gemm<P>(Part::lower_c, m, m, dk, Q, ldq, w.kt.data(), ldp, Pm, ldp, 0.0f, tile);
-        mask_transpose<P>(m, Pm, Pt, ldp, cpw);
+      if (need_dv) {  // dV = A~^T dO + (lambda^{m-1-j} K) R, A~^T from K Q^T on and above the diagonal
+        gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile);
+        mask_upper(m, Pt, ldp, cpw);
         gemm_plus_triangle<P>(Part::upper_k, m, dv, inter ? dk : 0, w.kd.data(), dk, R, dv, Pt, ldp, dO, ldo,
                               all_finite(m, dv, dO, ldo), dV, lddv, beta, tile);
       }

@@ -11,7 +11,6 @@ namespace lightning::detail {
 /** Which part of C = beta C + A B is computed. */
 enum class Part {
   full,
-  lower_c,  ///< only columns j <= last row of each row tile (the causal Q K^T; entries j > i are left to the mask)
   lower_k,  ///< row i uses only k <= i (the product with a causally masked P: a NaN or Inf in a
             ///< later row of B must not reach row i through a masked zero, 0 * NaN being NaN)
   upper_k,  ///< row i uses only k >= i (the product with a transposed masked P: a NaN or Inf in an
@@ -23,7 +22,7 @@ struct NoOp {
   void operator()() const {}
 };
 
-/** The part `part` of C = beta C + A B (M x N, inner dimension K); after_tile() runs after each column tile of a row tile. */
+/** The part `part` of C = beta C + A B (M x N, inner dimension K); after_tile() runs after each column tile. */
 template <Path P, class AfterTile = NoOp>
 void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
           int64_t ldc, float beta, AfterTile&& after_tile = {}) {
@@ -34,9 +33,8 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
     // upper_k: the triangle row by row (row i0+r over k in [i0+r, i0+mr)), then the whole tile over
     // k >= i0+mr (K >= M here).
     const int64_t kc = part == Part::lower_k ? std::min(K, i0) : K;
-    const int64_t cols = part == Part::lower_c ? std::min(N, i0 + mr) : N;
-    for (int64_t j0 = 0; j0 < cols; j0 += Ker::NR) {
-      const int nr = static_cast<int>(std::min<int64_t>(Ker::NR, cols - j0));
+    for (int64_t j0 = 0; j0 < N; j0 += Ker::NR) {
+      const int nr = static_cast<int>(std::min<int64_t>(Ker::NR, N - j0));
       float* c = C + i0 * ldc + j0;
       if (part == Part::lower_k) {
         if (kc > 0) Ker::gemm_tile(mr, nr, kc, A + i0 * lda, lda, B + j0, ldb, c, ldc, beta);
@@ -53,6 +51,30 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
       } else {
         Ker::gemm_tile(mr, nr, kc, A + i0 * lda, lda, B + j0, ldb, c, ldc, beta);
       }
+      after_tile();
+    }
+  }
+}
+
+/**
+ * The causal triangle of C = A B (M x M, inner dimension K) in whole vectors of W floats: row tile
+ * i0 gets columns [0, end) (lower: end its last row + 1) or [start, M) (upper: start its first
+ * row), rounded out to whole vectors and at most ldc, so no load or store is masked. The entries
+ * outside the triangle are for the caller's mask to overwrite: they come from B's columns past the
+ * triangle, which must exist up to ldc (stale values allowed). after_tile() runs after each register tile.
+ */
+template <Path P, class AfterTile = NoOp>
+void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                   float* C, int64_t ldc, AfterTile&& after_tile = {}) {
+  using Ker = kernels::Kernels<P>;
+  constexpr int64_t W = Ker::W;
+  const auto whole = [&](int64_t x) { return std::min(ldc, (x + W - 1) / W * W); };
+  for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {
+    const int mr = static_cast<int>(std::min<int64_t>(Ker::MR, M - i0));
+    const int64_t c0 = upper ? i0 / W * W : 0, c1 = whole(upper ? M : i0 + mr);
+    for (int64_t j0 = c0; j0 < c1; j0 += Ker::NR) {
+      Ker::gemm_tile(mr, static_cast<int>(std::min<int64_t>(Ker::NR, c1 - j0)), K, A + i0 * lda, lda, B + j0, ldb,
+                     C + i0 * ldc + j0, ldc, 0.0f);
       after_tile();
     }
   }

@@ -48,6 +48,30 @@ void transpose_dual(int64_t rows, int64_t cols, const float* src, int64_t lds, f
     }
 }
 
+/**
+ * The causal mask of an m x m block x, lower: row i keeps columns j <= i times rev[j - i] and is
+ * zero for i < j < m; rev points into a table read backwards (rev[-t] is the weight of lag t), so
+ * each row's loop runs forwards through memory and vectorises.
+ */
+inline void mask_lower(int64_t m, float* x, int64_t ld, const float* rev) {
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = x + i * ld;
+    const float* weight = rev - i;
+    for (int64_t j = 0; j <= i; ++j) row[j] *= weight[j];
+    for (int64_t j = i + 1; j < m; ++j) row[j] = 0.0f;
+  }
+}
+
+/** The transposed mask, upper: row j keeps columns i >= j times lag[i - j] and is zero for i < j. */
+inline void mask_upper(int64_t m, float* x, int64_t ld, const float* lag) {
+  for (int64_t j = 0; j < m; ++j) {
+    float* row = x + j * ld;
+    for (int64_t i = 0; i < j; ++i) row[i] = 0.0f;
+    const float* weight = lag - j;
+    for (int64_t i = j; i < m; ++i) row[i] *= weight[i];
+  }
+}
+
 /** True when no entry of the rows x cols matrix is NaN or infinite. */
 inline bool all_finite(int64_t rows, int64_t cols, const float* x, int64_t ldx) {
   float z[16] = {};  // x * 0 is 0 for finite x and NaN otherwise; 16 lanes so the loop vectorises
