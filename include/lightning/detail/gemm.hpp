@@ -17,6 +17,16 @@ enum class Part {
             ///< earlier row of B must not reach row i through a masked zero)
 };
 
+/**
+ * The rows of the register tile that starts `rest` rows before the end: MR, except that a rest
+ * between MR and 2 MR is split into two near-equal tiles (128 rows at MR = 6 end with 4 + 4, not
+ * 6 + 2: a 2-row tile has too few accumulators to hide the FMA latency and runs at half speed).
+ */
+template <int MR>
+inline int row_tile(int64_t rest) {
+  return rest > MR && rest < 2 * MR ? static_cast<int>((rest + 1) / 2) : static_cast<int>(std::min<int64_t>(MR, rest));
+}
+
 /** A callable that does nothing: the default after_tile of the loops below. */
 struct NoOp {
   void operator()() const {}
@@ -27,8 +37,9 @@ template <Path P, class AfterTile = NoOp>
 void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
           int64_t ldc, float beta, AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
-  for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {
-    const int mr = static_cast<int>(std::min<int64_t>(Ker::MR, M - i0));
+  for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
+    const int mr = row_tile<Ker::MR>(M - i0);
+    rows = mr;
     // lower_k: the whole tile over k < i0, then the mr x mr triangle row by row (K >= M here).
     // upper_k: the triangle row by row (row i0+r over k in [i0+r, i0+mr)), then the whole tile over
     // k >= i0+mr (K >= M here).
@@ -69,8 +80,9 @@ void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda
   using Ker = kernels::Kernels<P>;
   constexpr int64_t W = Ker::W;
   const auto whole = [&](int64_t x) { return std::min(ldc, (x + W - 1) / W * W); };
-  for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {
-    const int mr = static_cast<int>(std::min<int64_t>(Ker::MR, M - i0));
+  for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
+    const int mr = row_tile<Ker::MR>(M - i0);
+    rows = mr;
     const int64_t c0 = upper ? i0 / W * W : 0, c1 = whole(upper ? M : i0 + mr);
     for (int64_t j0 = c0; j0 < c1; j0 += Ker::NR) {
       Ker::gemm_tile(mr, static_cast<int>(std::min<int64_t>(Ker::NR, c1 - j0)), K, A + i0 * lda, lda, B + j0, ldb,
@@ -100,8 +112,9 @@ void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float
   }
   const bool lower = part == Part::lower_k;
   for (int64_t j0 = 0; j0 < N; j0 += Ker::NR)
-    for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {
-      const int mr = static_cast<int>(std::min<int64_t>(Ker::MR, M - i0));
+    for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
+      const int mr = row_tile<Ker::MR>(M - i0);
+      rows = mr;
       const int64_t k0 = lower ? 0 : i0, k1 = lower ? std::min(M, i0 + mr) : M;
       Ker::gemm_tile2(mr, static_cast<int>(std::min<int64_t>(Ker::NR, N - j0)), {kx, X + i0 * ldx, ldx, Y + j0, ldy},
                       {k1 - k0, T + i0 * ldt + k0, ldt, B + k0 * ldb + j0, ldb}, C + i0 * ldc + j0, ldc, beta);
@@ -120,8 +133,9 @@ void gemm_plus_lower_right(int64_t M, int64_t N, int64_t kx, const float* X, int
                            const float* A, int64_t lda, const float* L, int64_t ldl, float* C, int64_t ldc, float beta,
                            AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
-  for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {  // a row tile's slice of X is read once, then from L1
-    const int mr = static_cast<int>(std::min<int64_t>(Ker::MR, M - i0));
+  for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {  // a row tile's slice of X is read once, then from L1
+    const int mr = row_tile<Ker::MR>(M - i0);
+    rows = mr;
     for (int64_t j0 = 0; j0 < N; j0 += Ker::NR) {
       Ker::gemm_tile2(mr, static_cast<int>(std::min<int64_t>(Ker::NR, N - j0)), {kx, X + i0 * ldx, ldx, Y + j0, ldy},
                       {N - j0, A + i0 * lda + j0, lda, L + j0 * ldl + j0, ldl}, C + i0 * ldc + j0, ldc, beta);

@@ -186,12 +186,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     if (!s_zero && hi == 0.0f)
       for (int64_t i = 0; i < dk * dv; ++i) S[i] *= 0.0f;
     const float beta = s_zero ? 0.0f : hi == 0.0f ? 1.0f : hi;
-    for (int64_t i0 = 0; i0 < dk; i0 += MR)
-      for (int64_t j0 = 0; j0 < dv; j0 += NR) {
-        Ker::gemm_tile(static_cast<int>(std::min(MR, dk - i0)), static_cast<int>(std::min(NR, dv - j0)), m,
-                       w.kdt.data() + i0 * ldp, ldp, V + j0, ldv, S + i0 * dv + j0, dv, beta);
-        pf.tile();
-      }
+    gemm<P>(Part::full, dk, dv, m, w.kdt.data(), ldp, V, ldv, S, dv, beta, [&] { pf.tile(); });
     pf.step(1 << 30);  // whatever is left
     if (compensate)
       for (int64_t i = 0; i < dk * dv; ++i) {
