@@ -206,6 +206,40 @@ TEST_P(Backward, ThreadsGiveTheSameBits) {
 }
 
 // Each output asked for alone is the same bits as in the full call, and nothing else is written.
+// 16-bit storage: the gradients are those of the fp32 backward on the same (rounded) inputs, each
+// rounded once to T (the block loops widen the inputs exactly and compute in fp32); dS_in and
+// d_slopes, fp32 in both, have the same bits. Grouped heads, token-major layout, tails of vectors.
+template <class T>
+void expect_fp32_rounded_once(Path path) {
+  for (const Case& c : {Case{2, 4, 2, 53, 16, 24, 16, Layout::bnhd}, Case{1, 3, 3, 40, 9, 7, 8}}) {
+    Problem p(c);
+    for (auto* x : {&p.q, &p.k, &p.v, &p.d_o}) *x = to_floats(to_storage<T>(*x));
+    p.run(path);
+    const auto q = to_storage<T>(p.q), k = to_storage<T>(p.k), v = to_storage<T>(p.v), d_o = to_storage<T>(p.d_o);
+    std::vector<T> dq(q.size()), dk(k.size()), dv(v.size());
+    std::vector<float> ds0(p.ds0.size()), dsl(p.dsl.size());
+    const auto in = [&](const std::vector<T>& x, int64_t heads, int64_t d) {
+      return make_view<const T>(x.data(), c.layout, c.batch, heads, c.n, d);
+    };
+    const auto out = [&](std::vector<T>& x, int64_t heads, int64_t d) {
+      return make_view<T>(x.data(), c.layout, c.batch, heads, c.n, d);
+    };
+    backward(in(q, c.q_heads, c.dk), in(k, c.kv_heads, c.dk), in(v, c.kv_heads, c.dv), in(d_o, c.q_heads, c.dv),
+             out(dq, c.q_heads, c.dk), out(dk, c.kv_heads, c.dk), out(dv, c.kv_heads, c.dv), p.options(path), p.s0v(),
+             p.ds1v(), state_view(ds0.data(), c.batch, c.kv_heads, c.dk, c.dv), dsl.data());
+    EXPECT_EQ(to_floats(dq), to_floats(to_storage<T>(p.dq))) << path_name(path) << " n=" << c.n;
+    EXPECT_EQ(to_floats(dk), to_floats(to_storage<T>(p.dk))) << path_name(path) << " n=" << c.n;
+    EXPECT_EQ(to_floats(dv), to_floats(to_storage<T>(p.dv))) << path_name(path) << " n=" << c.n;
+    EXPECT_EQ(ds0, p.ds0);
+    EXPECT_EQ(dsl, p.dsl);
+  }
+}
+
+TEST_P(Backward, HalfStorageIsTheFp32GradientRoundedOnce) {
+  expect_fp32_rounded_once<bf16>(GetParam());
+  expect_fp32_rounded_once<fp16>(GetParam());
+}
+
 TEST_P(Backward, OptionalOutputsAlone) {
   const Case c{2, 6, 3, 100, 16, 8, 32};
   Problem full(c);

@@ -19,19 +19,6 @@ namespace {
 const float kSlopes[] = {0.05f, 1e-6f, 8.0f, 0.3f};
 
 template <class T>
-std::vector<T> to_storage(const std::vector<float>& x) {
-  std::vector<T> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = detail::from_float<T>(x[i]);
-  return y;
-}
-template <class T>
-std::vector<float> to_floats(const std::vector<T>& x) {
-  std::vector<float> y(x.size());
-  for (size_t i = 0; i < x.size(); ++i) y[i] = detail::to_float(x[i]);
-  return y;
-}
-
-template <class T>
 const char* type_name() {
   return std::is_same_v<T, float> ? "fp32" : std::is_same_v<T, bf16> ? "bf16" : "fp16";
 }

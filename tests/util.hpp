@@ -14,6 +14,20 @@
 
 namespace lightning::test {
 
+/** x rounded to the storage type T (nearest even), and a T tensor widened back to floats. */
+template <class T>
+std::vector<T> to_storage(const std::vector<float>& x) {
+  std::vector<T> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = detail::from_float<T>(x[i]);
+  return y;
+}
+template <class T>
+std::vector<float> to_floats(const std::vector<T>& x) {
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = detail::to_float(x[i]);
+  return y;
+}
+
 /** Normal entries with standard deviation `sd`, reproducible from `seed`. */
 inline std::vector<float> randn(size_t count, float sd, uint64_t seed) {
   std::mt19937_64 rng(seed);

@@ -3,7 +3,6 @@
 
 #include <cstdint>
 #include <string_view>
-#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -95,6 +94,9 @@ void check_backward(const char* where, const View<const T>& q, const View<const 
  * gradient back through a sequence processed in pieces); d_slopes, G floats, the gradient with
  * respect to options.slopes summed over the batch (taken at slope 0 when options.slopes is null).
  *
+ * T is float, bf16 or fp16, as for forward(): q, k, v, d_o, dq, dk and dv in T; the arithmetic is
+ * fp32 and each gradient is rounded to T once (states and d_slopes are fp32 always).
+ *
  * The forward need not have been run: the tiled backward recomputes what it needs block by block,
  * in working memory independent of n. Throws lightning::invalid_argument, before writing anything,
  * for inconsistent or bad input, overlapping outputs, or an output overlapping an input.
@@ -103,10 +105,6 @@ template <class T>
 void backward(View<const T> q, View<const T> k, View<const T> v, View<const T> d_o, View<T> dq, View<T> dk,
               View<T> dv, const Options& options = {}, View<const float> state_in = {},
               View<const float> d_state_out = {}, View<float> d_state_in = {}, float* d_slopes = nullptr) {
-  // fp32 storage only. The block loops take any T, but pass 1 stores the intra-block parts of dk and
-  // dv in the outputs, which pass 2 reads back to add the inter-block parts: with 16-bit outputs that
-  // rounds twice, so a 16-bit backward needs pass 2 to recompute those parts (and its own tests) first.
-  static_assert(std::is_same_v<T, float>, "lightning::backward supports fp32 storage only (README, Backward)");
   detail::check_backward("lightning::backward", q, k, v, d_o, dq, dk, dv, options, state_in, d_state_out, d_state_in,
                          d_slopes);
   const int64_t B = q.batch, G = k.heads, d_k = q.dim, d_v = v.dim;
