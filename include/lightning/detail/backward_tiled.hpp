@@ -242,8 +242,12 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       if (!s_zero)
         for (int64_t i = 0; i < m; ++i)
           for (int64_t c = 0; c < dv; ++c) w.dos[i * dv + c] = cpw[i + 1] * dO[i * ldo + c];
-      // P = dO V^T on and below the diagonal (entries above are masked before they are read).
-      gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile);
+      // P~ = c lambda^{i-j} dO V^T on and below the diagonal, zero above; masked after the slope
+      // terms have read P when they are asked for.
+      const auto mask_p = [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); };
+      gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile, [&](int64_t i0, int mr) {
+        if (!need_ds) mask_p(i0, mr);
+      });
       if (need_ds) {
         // (i+1) q_i . (c lambda^{i+1} do_i S^T) and c lambda^{i+1} q_i W do_i^T (the first is dQ's inter
         // part, taken again here so that dQ has the same bits whether or not d_slopes is asked for),
@@ -256,7 +260,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
           gemm<P>(Part::full, m, dk, dv, dO, ldo, Wt, dk, w.y.data(), dk, 0.0f);
           slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [&](int64_t i) { return double{cpw[i + 1]}; });
         }
-        gemm_triangle<P>(false, m, dk, Q, ldq, w.kt.data(), ldp, Am, ldp);
+        gemm_triangle<P>(false, m, dk, Q, ldq, w.kt.data(), ldp, Am, ldp, NoOp{}, [](int64_t, int) {});
         double acc = 0;
         for (int64_t i = 1; i < m; ++i) {
           float row = 0;
@@ -266,7 +270,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         slope_sum += static_cast<double>(a.scale) * acc;
       }
       if (need_dq) {  // dQ = (c lambda^{i+1}) dO S^T + P~ K
-        mask_lower(m, Pm, ldp, crev);  // P~ = c lambda^{i-j} P, zero above the diagonal
+        if (need_ds) mask_p(0, m);
         int64_t ldd;
         float* dQ = gradient_rows(a.dq, b, h, t0, w.dq, ldd);
         gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, dk, Pm, ldp, K, ldk,
@@ -373,8 +377,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       else if (update_r)
         transpose<P>(m, dk, Q, ldq, w.qdt.data(), ldp, cpw + 1);
       if (need_dk) {  // dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T
-        gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile);
-        mask_lower(m, Pm, ldp, crev);
+        gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile,
+                         [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); });
         if (all_finite(m, dk, Q, ldq)) {
           gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, dv, w.vdt.data(), ldp, w.qt.data(), ldp, Pm, ldp, dKt, ldp,
                                    beta, tile);
@@ -384,8 +388,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         }
       }
       if (need_dv) {  // dV = A~^T dO + (lambda^{m-1-j} K) R, A~^T from K Q^T on and above the diagonal
-        gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile);
-        mask_upper(m, Pt, ldp, cpw);
+        gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
+                         [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, cpw); });
         gemm_plus_triangle<P>(Part::upper_k, m, dv, inter ? dk : 0, w.kd.data(), dk, R, dv, Pt, ldp, dO, ldo,
                               all_finite(m, dv, dO, ldo), dV, lddv, beta, tile);
       }

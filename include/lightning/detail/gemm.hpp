@@ -72,11 +72,13 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
  * i0 gets columns [0, end) (lower: end its last row + 1) or [start, M) (upper: start its first
  * row), rounded out to whole vectors and at most ldc, so no load or store is masked. The entries
  * outside the triangle are for the caller's mask to overwrite: they come from B's columns past the
- * triangle, which must exist up to ldc (stale values allowed). after_tile() runs after each register tile.
+ * triangle, which must exist up to ldc (stale values allowed). after_tile() runs after each register
+ * tile and after_rows(i0, mr) after each row tile: the mask of those rows, while they are in L1
+ * (masking the whole block afterwards measured about 5% slower in the forward).
  */
-template <Path P, class AfterTile = NoOp>
+template <Path P, class AfterTile, class AfterRows>
 void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
-                   float* C, int64_t ldc, AfterTile&& after_tile = {}) {
+                   float* C, int64_t ldc, AfterTile&& after_tile, AfterRows&& after_rows) {
   using Ker = kernels::Kernels<P>;
   constexpr int64_t W = Ker::W;
   const auto whole = [&](int64_t x) { return std::min(ldc, (x + W - 1) / W * W); };
@@ -89,6 +91,7 @@ void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda
                      C + i0 * ldc + j0, ldc, 0.0f);
       after_tile();
     }
+    after_rows(i0, mr);
   }
 }
 

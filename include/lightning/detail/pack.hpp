@@ -49,22 +49,22 @@ void transpose_dual(int64_t rows, int64_t cols, const float* src, int64_t lds, f
 }
 
 /**
- * The causal mask of an m x m block x, lower: row i keeps columns j <= i times rev[j - i] and is
- * zero for i < j < m; rev points into a table read backwards (rev[-t] is the weight of lag t), so
- * each row's loop runs forwards through memory and vectorises.
+ * Rows [i0, i1) of the causal mask of a block x, lower: row i keeps columns j <= i times
+ * rev[j - i] and is zero for i < j < zero_end; rev points into a table read backwards (rev[-t] is
+ * the weight of lag t), so each row's loop runs forwards through memory and vectorises.
  */
-inline void mask_lower(int64_t m, float* x, int64_t ld, const float* rev) {
-  for (int64_t i = 0; i < m; ++i) {
+inline void mask_lower(int64_t i0, int64_t i1, int64_t zero_end, float* x, int64_t ld, const float* rev) {
+  for (int64_t i = i0; i < i1; ++i) {
     float* row = x + i * ld;
     const float* weight = rev - i;
     for (int64_t j = 0; j <= i; ++j) row[j] *= weight[j];
-    for (int64_t j = i + 1; j < m; ++j) row[j] = 0.0f;
+    for (int64_t j = i + 1; j < zero_end; ++j) row[j] = 0.0f;
   }
 }
 
-/** The transposed mask, upper: row j keeps columns i >= j times lag[i - j] and is zero for i < j. */
-inline void mask_upper(int64_t m, float* x, int64_t ld, const float* lag) {
-  for (int64_t j = 0; j < m; ++j) {
+/** Rows [j0, j1) of the transposed mask of an m x m block, upper: row j is zero for i < j and keeps i >= j times lag[i - j]. */
+inline void mask_upper(int64_t j0, int64_t j1, int64_t m, float* x, int64_t ld, const float* lag) {
+  for (int64_t j = j0; j < j1; ++j) {
     float* row = x + j * ld;
     for (int64_t i = 0; i < j; ++i) row[i] = 0.0f;
     const float* weight = lag - j;
