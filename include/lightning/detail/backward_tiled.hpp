@@ -155,11 +155,9 @@ float* gradient_rows(const View<T>& out, int64_t b, int64_t h, int64_t t, std::v
 
 /** Stores m staged gradient rows into out (nothing to do when they were summed in place). */
 template <Path P, class T>
-void store_rows([[maybe_unused]] const float* rows, [[maybe_unused]] int64_t ld, [[maybe_unused]] const View<T>& out,
-                [[maybe_unused]] int64_t b, [[maybe_unused]] int64_t h, [[maybe_unused]] int64_t t,
-                [[maybe_unused]] int64_t m) {
-  if constexpr (!std::is_same_v<T, float>)
-    for (int64_t i = 0; i < m; ++i) store_floats<P>(rows + i * ld, out.dim, out.row(b, h, t + i));
+void store_rows(const float* rows, int64_t ld, const View<T>& out, int64_t b, int64_t h, int64_t t, int64_t m) {
+  if (std::is_same_v<T, float>) return;  // summed in place
+  for (int64_t i = 0; i < m; ++i) store_floats<P>(rows + i * ld, out.dim, out.row(b, h, t + i));
 }
 
 /**

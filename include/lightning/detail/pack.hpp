@@ -62,7 +62,10 @@ inline void mask_lower(int64_t i0, int64_t i1, int64_t zero_end, float* x, int64
   }
 }
 
-/** Rows [j0, j1) of the transposed mask of an m x m block, upper: row j is zero for i < j and keeps i >= j times lag[i - j]. */
+/**
+ * Rows [j0, j1) of the transposed causal mask of an m x m block, upper: row j is zero for i < j and
+ * keeps columns i >= j times lag[i - j].
+ */
 inline void mask_upper(int64_t j0, int64_t j1, int64_t m, float* x, int64_t ld, const float* lag) {
   for (int64_t j = j0; j < j1; ++j) {
     float* row = x + j * ld;

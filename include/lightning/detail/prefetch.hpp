@@ -25,8 +25,8 @@ inline void prefetch_line(const char* p, bool write) {
 }
 
 /**
- * The next block's rows of q, k, v and o, asked into cache a few lines at a time between register
- * tiles: a block's inputs are touched once per block, so the hardware prefetcher, seeing each stream
+ * A later block's rows of the inputs and outputs, asked into cache a few lines at a time between
+ * register tiles: a block's inputs are touched once per block, so the hardware prefetcher, seeing each stream
  * pause for the whole block's arithmetic, leaves every block's first touch waiting on memory; asked
  * all at once, the requests queue behind each other and stall the loop that issues them.
  */
@@ -39,9 +39,10 @@ struct Prefetcher {
   Stream streams[4 * 64] = {};
   int count = 0, at = 0, per_tile = 1;
   int64_t row = 0, line = 0, rows = 0;
+  /** Adds x's rows from (b, h, t), for the rows given to start() (none when that was 0). */
   template <class T>
   void add(const View<T>& x, int64_t b, int64_t h, int64_t t, bool write) {
-    if (count < static_cast<int>(std::size(streams)))
+    if (rows > 0 && count < static_cast<int>(std::size(streams)))
       streams[count++] = {reinterpret_cast<const char*>(x.row(b, h, t)),
                           x.seq_stride * static_cast<int64_t>(sizeof(T)),
                           (x.dim * static_cast<int64_t>(sizeof(T)) + 63) / 64, write};
