@@ -486,7 +486,8 @@ void fuzz_decode(Bytes& in) {
             bug("decode wrote an unused cache slot");
 }
 
-void fuzz_backward(Bytes& in) {
+template <class E>
+void backward_as(Bytes& in) {
   std::mt19937 rng(static_cast<uint32_t>(in.u64()));
   const auto specials = specials_from(in);
   const int64_t B = in.extent(2), G = in.extent(2), n = in.extent(150), dk = in.extent(20), dv = in.extent(20);
@@ -510,6 +511,7 @@ void fuzz_backward(Bytes& in) {
   const uint8_t slope_grad = in.u8() % 6;
   std::vector<float> d_slopes_buf;
   float* d_slopes = nullptr;
+  bool d_slopes_on_q = false;
   if (slope_grad >= 2 && G >= 1 && G <= 64) {
     d_slopes_buf.assign(static_cast<size_t>(G + 2), 7.0f);
     d_slopes = d_slopes_buf.data() + 1;
@@ -517,7 +519,7 @@ void fuzz_backward(Bytes& in) {
       d_slopes = const_cast<float*>(c.opt.slopes);
       c.reject_if(true, "d_slopes overlaps options.slopes");
     } else if (slope_grad == 5 && !q.empty() && !q.buf.empty() && q.view.data) {
-      d_slopes = q.view.data;
+      d_slopes_on_q = true;  // pointed at the q the library gets once it exists (below)
       c.reject_if(true, "d_slopes overlaps q");
     }
   }
@@ -533,6 +535,10 @@ void fuzz_backward(Bytes& in) {
   c.reject_if(G < 1 || (H >= 0 && H % G != 0), "heads");
   if (!c.invalid && (huge || too_much_work(B, H, n, dk, dv))) return;
 
+  // The library's operands and gradients in E; q, k, v and d_o keep the rounded values for the reference.
+  const Stored<E> q_e(q), k_e(k), v_e(v), do_e(d_o);
+  Stored<E> dq_e(dq), dk_e(dkk), dv_e(dvv);
+  if (d_slopes_on_q) d_slopes = reinterpret_cast<float*>(const_cast<E*>(q_e.view.data));
   View<float> dsin_view = ds_in.view;
   if (carried) dsin_view = ds_out.view;
   // Everything the checks read from the inputs is taken now: a carried d_state_in overwrites d_state_out.
@@ -547,51 +553,60 @@ void fuzz_backward(Bytes& in) {
   for (const Tensor* t : {&q, &k, &v, &d_o, &s_in, &ds_out}) m = std::max(m, max_abs(t->buf));
   const double n1 = static_cast<double>(n) + 1, flushed = FLT_MIN * (1 + std::abs(c.opt.scale)) * m * m * m * n1 * n1 * n1 *
                                                          (static_cast<double>(dk) + 1) * (static_cast<double>(dv) + 1);
-  const std::vector<float> before_dq = dq.buf, before_dk = dkk.buf, before_dv = dvv.buf, before_dsin = ds_in.buf,
-                           before_dsout = ds_out.buf, before_slopes = d_slopes_buf;
+  const std::vector<std::vector<E>> before_in = {q_e.buf, k_e.buf, v_e.buf, do_e.buf};
+  const std::vector<E> before_dq = dq_e.buf, before_dk = dk_e.buf, before_dv = dv_e.buf;
+  const std::vector<float> before_dsin = ds_in.buf, before_dsout = ds_out.buf;
   const bool ran = run(
       [&] {
-        lightning::backward<float>(q.view, k.view, v.view, d_o.view, dq.view, dkk.view, dvv.view, c.opt, s_in.view,
-                                   ds_out.view, dsin_view, d_slopes);
+        lightning::backward<E>(q_e.view, k_e.view, v_e.view, do_e.view, dq_e.view, dk_e.view, dv_e.view, c.opt,
+                               s_in.view, ds_out.view, dsin_view, d_slopes);
       },
-      c, {q, k, v, d_o, dq, dkk, dvv, s_in, ds_out, ds_in, d_slopes_buf});
+      c, {q_e.buf, k_e.buf, v_e.buf, do_e.buf, dq_e.buf, dk_e.buf, dv_e.buf, s_in, ds_out, ds_in, d_slopes_buf});
   if (!ran) return;
 
-  const std::vector<const Tensor*> inputs = {&q, &k, &v, &d_o, &s_in};
-  const std::vector<std::vector<float>> before_in = {qs, ks, vs, ds, ss};
-  check_only_outputs_written(inputs, before_in, dq, before_dq);
-  check_written_inside(dkk, dkk.buf, before_dk);
-  check_written_inside(dvv, dvv.buf, before_dv);
+  if (!same_bits(q_e.buf, before_in[0]) || !same_bits(k_e.buf, before_in[1]) || !same_bits(v_e.buf, before_in[2]) ||
+      !same_bits(do_e.buf, before_in[3]) || !same_bits(s_in.buf, ss))
+    bug("an input was written");
+  check_written_inside(dq, dq_e.buf, before_dq);
+  check_written_inside(dkk, dk_e.buf, before_dk);
+  check_written_inside(dvv, dv_e.buf, before_dv);
   if (carried)
     check_written_inside(ds_out, ds_out.buf, before_dsout);
+  else if (!same_bits(ds_out.buf, os))
+    bug("an input was written");
   else
-    check_written_inside(ds_in, ds_in.buf, before_dsin), check_only_outputs_written({&ds_out}, {os}, dq, before_dq);
+    check_written_inside(ds_in, ds_in.buf, before_dsin);
   if (d_slopes && (d_slopes_buf.front() != 7.0f || d_slopes_buf.back() != 7.0f)) bug("d_slopes written past its G entries");
   if (B == 0 || H == 0) return;
 
   const auto ref = lightning::reference::backward_quadratic(q0, k0, v0, do0, c.opt.slopes, c.opt.scale, s0, dso0);
   const auto ref_abs = lightning::reference::backward_quadratic(qa0, ka0, va0, doa0, c.opt.slopes, std::abs(c.opt.scale),
                                                                 sa0, dsoa0);
-  const auto compare = [&](const Tensor& out, const View<float>& view, const std::vector<double>& r,
-                           const std::vector<double>& r_abs, int64_t heads, int64_t seq, int64_t dim) {
+  // The gradients are rounded to E once (the states and d_slopes are fp32).
+  const auto compare = [&](const Tensor& out, const auto& view, const std::vector<double>& r,
+                           const std::vector<double>& r_abs, int64_t heads, int64_t seq, int64_t dim, const Rounding& u) {
     if (out.view.absent()) return;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t h = 0; h < heads; ++h)
         for (int64_t t = 0; t < seq; ++t)
           for (int64_t i = 0; i < dim; ++i) {
             const size_t at = static_cast<size_t>(((b * heads + h) * seq + t) * dim + i);
-            check_value(view.row(b, h, t)[i], r[at], r_abs[at], flushed);
+            check_value(static_cast<float>(view.row(b, h, t)[i]), r[at], r_abs[at], flushed, u);
           }
   };
-  compare(dq, dq.view, ref.dq, ref_abs.dq, H, n, dk);
-  compare(dkk, dkk.view, ref.dk, ref_abs.dk, G, n, dk);
-  compare(dvv, dvv.view, ref.dv, ref_abs.dv, G, n, dv);
-  compare(carried ? ds_out : ds_in, dsin_view, ref.d_state_in, ref_abs.d_state_in, G, dk, dv);
+  compare(dq, dq_e.view, ref.dq, ref_abs.dq, H, n, dk, rounding_of<E>());
+  compare(dkk, dk_e.view, ref.dk, ref_abs.dk, G, n, dk, rounding_of<E>());
+  compare(dvv, dv_e.view, ref.dv, ref_abs.dv, G, n, dv, rounding_of<E>());
+  compare(carried ? ds_out : ds_in, dsin_view, ref.d_state_in, ref_abs.d_state_in, G, dk, dv, Rounding{});
   if (d_slopes)
     for (int64_t g = 0; g < G; ++g)
       check_value(d_slopes[g], ref.d_slopes[static_cast<size_t>(g)], std::abs(ref_abs.d_slopes[static_cast<size_t>(g)]),
                   flushed);
 }
+
+void fuzz_backward(Bytes& in) { backward_as<float>(in); }
+void fuzz_backward_bf16(Bytes& in) { backward_as<lightning::bf16>(in); }
+void fuzz_backward_fp16(Bytes& in) { backward_as<lightning::fp16>(in); }
 
 void fuzz_varlen(Bytes& in) {
   std::mt19937 rng(static_cast<uint32_t>(in.u64()));
@@ -692,8 +707,8 @@ void fuzz_varlen(Bytes& in) {
 }
 
 // One function per public entry point; the first input byte picks it.
-void (*const kEntryPoints[])(Bytes&) = {fuzz_forward, fuzz_decode, fuzz_backward, fuzz_varlen, fuzz_forward_bf16,
-                                         fuzz_forward_fp16};
+void (*const kEntryPoints[])(Bytes&) = {fuzz_forward,      fuzz_decode,       fuzz_backward,      fuzz_varlen,
+                                         fuzz_forward_bf16, fuzz_forward_fp16, fuzz_backward_bf16, fuzz_backward_fp16};
 
 // LIGHTNING_FUZZ_ONLY=<index in kEntryPoints> spends a run on one entry point (other inputs return at once).
 const int kOnly = [] {

@@ -240,6 +240,22 @@ TEST_P(Backward, HalfStorageIsTheFp32GradientRoundedOnce) {
   expect_fp32_rounded_once<fp16>(GetParam());
 }
 
+// A call with no token and no state is valid whatever its batch, even one whose product with the
+// heads overflows int64 (found by the fuzzer: the slope gradient's per-(batch, head) sums were
+// sized batch x heads). The slope gradient over no terms is 0.
+TEST_P(Backward, NoTokensHugeBatch) {
+  const float x[1] = {0.0f};
+  const int64_t B = int64_t{1} << 62;
+  const View<const float> q(x, B, 4, 0, 8, 0, 0, 0), k(x, B, 2, 0, 8, 0, 0, 0), v(x, B, 2, 0, 3, 0, 0, 0),
+      d_o(x, B, 4, 0, 3, 0, 0, 0);
+  float d_slopes[2] = {7.0f, 7.0f};
+  Options opt;
+  opt.path = GetParam();
+  backward(q, k, v, d_o, View<float>(), View<float>(), View<float>(), opt, {}, {}, {}, d_slopes);
+  EXPECT_EQ(d_slopes[0], 0.0f);
+  EXPECT_EQ(d_slopes[1], 0.0f);
+}
+
 TEST_P(Backward, OptionalOutputsAlone) {
   const Case c{2, 6, 3, 100, 16, 8, 32};
   Problem full(c);

@@ -1,6 +1,7 @@
 // The public backward: gradients of the tiled forward with respect to q, k, v, the initial state and the slopes.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string_view>
 #include <utility>
@@ -108,6 +109,13 @@ void backward(View<const T> q, View<const T> k, View<const T> v, View<const T> d
   detail::check_backward("lightning::backward", q, k, v, d_o, dq, dk, dv, options, state_in, d_state_out, d_state_in,
                          d_slopes);
   const int64_t B = q.batch, G = k.heads, d_k = q.dim, d_v = v.dim;
+  // No token and no state holds an element: there is nothing to differentiate, and the slope
+  // gradient, a sum over no terms, is 0. Returned here because such a call may be valid with a
+  // batch whose product with the heads does not fit in int64 (found by the fuzzer).
+  if ((q.seq == 0 || d_k == 0 || d_v == 0) && state_in.absent() && d_state_out.absent() && d_state_in.absent()) {
+    if (d_slopes) std::fill_n(d_slopes, G, 0.0f);
+    return;
+  }
   const int64_t block = options.block_size ? options.block_size : detail::default_block_size(d_k, d_v, options.path);
   std::vector<double> slope_parts(d_slopes ? static_cast<size_t>(B * G) : 0);
   const detail::BackwardArgs<T> args{q,           k,          v,  d_o,      dq, dk, dv, state_in, d_state_out,
