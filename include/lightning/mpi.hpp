@@ -325,7 +325,7 @@ void forward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, V
       const int64_t group = H / G, rows = B * H * n;
       const int workers = detail::worker_count(options.threads, (rows + block - 1) / block);
       detail::parallel_for(workers, workers, [&](int, int64_t share) {
-        std::vector<float> scratch;
+        detail::Floats scratch;
         for (int64_t at = rows * share / workers, end = rows * (share + 1) / workers; at < end;) {
           const int64_t item = at / n, b = item / H, hq = item % H, g = hq / group, t = at % n;
           const int64_t to = std::min(n, t + (end - at));

@@ -27,6 +27,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "lightning/detail/buffer.hpp"
 #include "lightning/detail/convert.hpp"
 #include "lightning/detail/gemm.hpp"
 #include "lightning/detail/pack.hpp"
@@ -59,7 +60,7 @@ struct BackwardArgs {
  * denormal arithmetic. Kept apart from the forward's table so each can change on its own.
  */
 struct BackwardDecay {
-  std::vector<float> pow, cpow, wpow, rcpow;  // rcpow[t] = cpow[block - t], for mask_lower
+  Floats pow, cpow, wpow, rcpow;  // rcpow[t] = cpow[block - t], for mask_lower
   void fill(double slope, double scale, int64_t block) {
     for (auto* table : {&pow, &cpow, &wpow, &rcpow}) table->resize(static_cast<size_t>(block + 1));
     const auto flush = [](double x) { return std::abs(x) < FLT_MIN ? 0.0f : static_cast<float>(x); };
@@ -77,18 +78,18 @@ struct BackwardDecay {
 struct BackwardWorkspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the transposed and block x block buffers
   // 16-bit storage widened to floats (fp32 is read in place): blocks of q, k, v and d_o.
-  std::vector<float> q, k, v, d_o;
+  Floats q, k, v, d_o;
   // Row-major blocks: d_o scaled by c lambda^{i+1}, k decayed to the block's end, a scratch (the
   // slope tangent's dO W^T, a row-exact dK), and dQ, dK, dV where they are staged before the outputs.
-  std::vector<float> dos, kd, y, dq, dk, dv;
+  Floats dos, kd, y, dq, dk, dv;
   // Transposed blocks (rows of length ldp): k^T, v^T, v^T decayed to the block's end, tangent-weighted
   // v^T, q^T plain and scaled by c lambda^{i+1}, and dK^T.
-  std::vector<float> kt, vt, vdt, vwt, qt, qdt, dkt;
+  Floats kt, vt, vdt, vwt, qt, qdt, dkt;
   // Block x block products P and A, and the masked transpose of either.
-  std::vector<float> p, a, pt;
+  Floats p, a, pt;
   // Running states: S^T and its tangent W^T [d_v x d_k], the adjoint R [d_k x d_v].
-  std::vector<float> st, wt, r;
-  std::vector<float> to_end, to_end_weighted;  // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
+  Floats st, wt, r;
+  Floats to_end, to_end_weighted;  // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
   BackwardDecay decay;
   Prefetcher prefetch;
   BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_) : block(block_), ldp((block_ + 15) / 16 * 16) {
@@ -143,7 +144,7 @@ inline float nonfinite_poison(int64_t rows, int64_t cols, const float* x, int64_
 
 /** Where a block's gradient rows are summed: the fp32 output rows themselves, or `stage` (row stride out.dim). */
 template <class T>
-float* gradient_rows(const View<T>& out, int64_t b, int64_t h, int64_t t, std::vector<float>& stage, int64_t& ld) {
+float* gradient_rows(const View<T>& out, int64_t b, int64_t h, int64_t t, Floats& stage, int64_t& ld) {
   if constexpr (std::is_same_v<T, float>) {
     ld = out.seq_stride;
     return out.row(b, h, t);

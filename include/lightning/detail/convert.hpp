@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "lightning/config.hpp"
+#include "lightning/detail/buffer.hpp"
 #include "lightning/storage.hpp"
 #include "lightning/types.hpp"
 
@@ -111,7 +112,7 @@ const float* as_floats(const T* x, int64_t n, float* buf) {
  */
 template <Path P, class T>
 const float* rows_as_floats(const View<const T>& x, int64_t b, int64_t h, int64_t t, int64_t m,
-                            std::vector<float>& buf, int64_t& ld) {
+                            Floats& buf, int64_t& ld) {
   if constexpr (std::is_same_v<T, float>) {
     ld = x.seq_stride;
     return x.row(b, h, t);

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "lightning/detail/buffer.hpp"
 #include "lightning/detail/convert.hpp"
 #include "lightning/detail/gemm.hpp"
 #include "lightning/types.hpp"
@@ -47,7 +48,7 @@ void combine_states(int64_t count, const float* earlier, float* later, double sl
 template <Path P, class T>
 void correct_readout(const View<const T>& q, const View<T>& o, int64_t b, int64_t h, int64_t piece_begin,
                      int64_t row_begin, int64_t row_end, const float* S, double slope, float scale, int64_t block,
-                     std::vector<float>& scratch) {
+                     Floats& scratch) {
   const int64_t dk = q.dim, dv = o.dim;
   scratch.resize(static_cast<size_t>(block * (dk + dv)));
   float* Q = scratch.data();

@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "lightning/detail/buffer.hpp"
 #include "lightning/detail/convert.hpp"
 #include "lightning/detail/gemm.hpp"
 #include "lightning/detail/pack.hpp"
@@ -44,7 +45,7 @@ inline constexpr double kMaxDecayExponent = 44.0;
  * arithmetic. pow_lo[t] = lambda^t - pow[t], the part fp32 rounds off.
  */
 struct DecayTable {
-  std::vector<float> pow, pow_lo, rev;  // rev[x] = pow[block - x], so a mask row reads it forwards
+  Floats pow, pow_lo, rev;  // rev[x] = pow[block - x], so a mask row reads it forwards
   void fill(double slope, int64_t block) {
     pow.resize(static_cast<size_t>(block + 1));
     pow_lo.resize(static_cast<size_t>(block + 1));
@@ -64,7 +65,7 @@ struct Workspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the block x block and d_k x block buffers
   // q: c Q; qd: c lambda^{i+1} Q (the read-out of the state); k, v: the block's keys and values as floats
   // when stored in 16 bits; kt, kdt: K^T, plain and decayed towards the block's end; o: 16-bit outputs.
-  std::vector<float> q, qd, k, kt, kdt, v, p, o, s, carry;
+  Floats q, qd, k, kt, kdt, v, p, o, s, carry;
   DecayTable decay;
   Prefetcher prefetch;
   Workspace(int64_t block_, int64_t dk, int64_t dv) : block(block_), ldp((block_ + 15) / 16 * 16) {
@@ -232,7 +233,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
 template <Path P, class T>
 void forward_split(const ForwardArgs<T>& a, int workers, const std::vector<Piece>& pieces) {
   const int64_t G = a.k.heads, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / G, size = dk * dv;
-  std::vector<float> states(pieces.size() * static_cast<size_t>(size));
+  Floats states(pieces.size() * static_cast<size_t>(size));
   std::vector<Workspace> ws(static_cast<size_t>(workers), Workspace(a.block, dk, dv));
   // Share w is an item of parallel_for, run by whichever thread takes it.
   parallel_for(workers, workers, [&](int thread, int64_t share) {
@@ -262,7 +263,7 @@ void forward_split(const ForwardArgs<T>& a, int workers, const std::vector<Piece
       for (int64_t i = 0; i < dk; ++i) std::copy_n(s + i * dv, dv, a.state_out.row(pieces[p].item / G, g, i));
   }
   parallel_for(workers, workers, [&](int, int64_t share) {
-    std::vector<float> scratch;
+    Floats scratch;
     const int64_t lo = total * share / workers, hi = total * (share + 1) / workers;
     int64_t at = 0;  // position of rows[r] on the line of rows to correct
     for (const Rows& r : rows) {
@@ -315,7 +316,7 @@ struct DecodeArgs {
 
 /** One token for batch b, k/v head g: each state row is read, updated and read out once. */
 template <Path P, class T>
-void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, std::vector<float>& acc) {
+void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, Floats& acc) {
   using Ker = kernels::Kernels<P>;
   const int64_t slot = a.slots ? a.slots[b] : b;
   if (slot < 0) return;
@@ -346,7 +347,7 @@ template <Path P, class T>
 void decode_all(const DecodeArgs<T>& a, int threads) {
   const int64_t items = a.q.batch * a.k.heads;
   const int workers = worker_count(threads, items);
-  std::vector<std::vector<float>> acc(static_cast<size_t>(workers));
+  std::vector<Floats> acc(static_cast<size_t>(workers));
   parallel_for(workers, items, [&](int worker, int64_t item) {
     decode_group<P>(a, item / a.k.heads, item % a.k.heads, acc[static_cast<size_t>(worker)]);
   });
