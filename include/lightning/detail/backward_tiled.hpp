@@ -54,6 +54,25 @@ struct BackwardArgs {
 };
 
 /**
+ * Whether pass 1 leaves each q head's masked P~ (block x block) in dK's rows of its block for pass 2,
+ * which then reads it instead of computing dO V^T again: fp32 dK, both passes asked for, and room
+ * in a row for the group's P~ rows side by side. dK's rows are overwritten by dK in pass 2, after
+ * the last read of them.
+ */
+template <class T>
+bool stash_p_in_dk(const BackwardArgs<T>& a) {
+  return std::is_same_v<T, float> && !a.dq.absent() && !a.dk.absent() &&
+         a.q.heads / a.k.heads * a.block <= a.k.dim;
+}
+
+/** Where head h's P~ of the block from token t sits in dK's rows (stash_p_in_dk), row stride dk.seq_stride. */
+template <class T>
+T* p_stash(const BackwardArgs<T>& a, int64_t b, int64_t h, int64_t t) {
+  const int64_t group = a.q.heads / a.k.heads, g = h / group;
+  return a.dk.row(b, g, t) + (h - g * group) * a.block;
+}
+
+/**
  * The decay powers of one k/v head for t in [0, block]: pow[t] = lambda^t, cpow[t] = scale lambda^t
  * and wpow[t] = t lambda^t (the slope tangent's weights), from exp(-slope t) in double. Only
  * non-negative powers; values below the smallest normal float are 0, so strong decay never meets
@@ -193,7 +212,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const int64_t MR = Ker::MR, NR = Ker::NR;
   Prefetcher& pf = w.prefetch;
   const auto tile = [&] { pf.tile(); };
-  const bool need_dq = !a.dq.absent(), need_ds = a.d_slopes != nullptr;
+  const bool need_dq = !a.dq.absent(), need_ds = a.d_slopes != nullptr, stash = stash_p_in_dk(a);
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   const float* wpw = w.decay.wpow.data();
@@ -275,6 +294,9 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, dk, Pm, ldp, K, ldk,
                               k_finite, dQ, ldd, 0.0f, tile);
         store_rows<P>(dQ, ldd, a.dq, b, h, t0, m);
+        if constexpr (std::is_same_v<T, float>)
+          if (stash)
+            for (int64_t i = 0; i < m; ++i) std::copy_n(Pm + i * ldp, m, p_stash(a, b, h, t0) + i * a.dk.seq_stride);
       }
     }
     if (need_ds) {
@@ -309,9 +331,9 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
  * (gemm's upper_k) into the scratch y, then added transposed; `add` says dKt already holds a sum.
  */
 template <Path P>
-void add_dk_intra_exact(int64_t m, int64_t dk, const float* Pm, float* Pt, int64_t ldp, const float* Q, int64_t ldq,
-                        float* y, float* dKt, bool add) {
-  transpose<P>(m, m, Pm, ldp, Pt, ldp);
+void add_dk_intra_exact(int64_t m, int64_t dk, const float* Pm, int64_t ldpm, float* Pt, int64_t ldp, const float* Q,
+                        int64_t ldq, float* y, float* dKt, bool add) {
+  transpose<P>(m, m, Pm, ldpm, Pt, ldp);
   gemm<P>(Part::upper_k, m, dk, m, Pt, ldp, Q, ldq, y, dk, 0.0f);
   for (int64_t c = 0; c < dk; ++c)
     for (int64_t j = 0; j < m; ++j) dKt[c * ldp + j] = add ? dKt[c * ldp + j] + y[j * dk + c] : y[j * dk + c];
@@ -330,6 +352,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   Prefetcher& pf = w.prefetch;
   const auto tile = [&] { pf.tile(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
+  const bool stash = stash_p_in_dk(a);  // pass 1 ran (for dQ) and left P~ in dK's rows
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   const float* crev = w.decay.rcpow.data() + a.block;  // crev[j - i] = cpw[i - j]
@@ -376,14 +399,20 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       else if (update_r)
         transpose<P>(m, dk, Q, ldq, w.qdt.data(), ldp, cpw + 1);
       if (need_dk) {  // dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T
-        gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile,
-                         [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); });
+        // P~ as pass 1 left it in dK's rows (the same bits), or computed here.
+        const float* Pl = Pm;
+        int64_t ldl = ldp;
+        if constexpr (std::is_same_v<T, float>)
+          if (stash) Pl = p_stash(a, b, h, t0), ldl = a.dk.seq_stride;
+        if (Pl == Pm)
+          gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile,
+                           [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); });
         if (all_finite(m, dk, Q, ldq)) {
-          gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, dv, w.vdt.data(), ldp, w.qt.data(), ldp, Pm, ldp, dKt, ldp,
+          gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, dv, w.vdt.data(), ldp, w.qt.data(), ldp, Pl, ldl, dKt, ldp,
                                    beta, tile);
         } else {
           if (inter) gemm<P>(Part::full, dk, m, dv, R, dv, w.vdt.data(), ldp, dKt, ldp, beta);
-          add_dk_intra_exact<P>(m, dk, Pm, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
+          add_dk_intra_exact<P>(m, dk, Pl, ldl, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
         }
       }
       if (need_dv) {  // dV = A~^T dO + (lambda^{m-1-j} K) R, A~^T from K Q^T on and above the diagonal
