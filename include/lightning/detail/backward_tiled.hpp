@@ -207,9 +207,7 @@ void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t
 /** Pass 1 (blocks in forward order) for batch b, k/v head g: dQ and the slope gradient. */
 template <Path P, class T>
 void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
-  using Ker = kernels::Kernels<P>;
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp;
-  const int64_t MR = Ker::MR, NR = Ker::NR;
   Prefetcher& pf = w.prefetch;
   const auto tile = [&] { pf.tile(); };
   const bool need_dq = !a.dq.absent(), need_ds = a.d_slopes != nullptr, stash = stash_p_in_dk(a);
@@ -235,7 +233,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const int64_t m = std::min(a.block, n - t0);
     // Two blocks ahead, over this block's P, dQ and state-update tiles.
     prefetch_block(pf, a, b, g, t0 + 2 * a.block, {}, {a.dq},
-                   group * (m / MR + 1) * ((m + dk) / NR + 2) + (dv / MR + 1) * (dk / NR + 1));
+                   group * (triangle_tile_count<P>(false, m, ldp) + tile_count<P>(m, dk)) + tile_count<P>(dv, dk));
     int64_t ldk, ldv;
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
@@ -346,9 +344,7 @@ void add_dk_intra_exact(int64_t m, int64_t dk, const float* Pm, int64_t ldpm, fl
  */
 template <Path P, class T>
 void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
-  using Ker = kernels::Kernels<P>;
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp;
-  const int64_t MR = Ker::MR, NR = Ker::NR;
   Prefetcher& pf = w.prefetch;
   const auto tile = [&] { pf.tile(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
@@ -366,9 +362,10 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
-    // Two blocks back, over this block's P, A, dK^T, dV and R tiles.
+    // Two blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R tiles.
     prefetch_block(pf, a, b, g, t0 - 2 * a.block, {a.dk, a.dv}, {},
-                   group * ((m / MR + 1) * ((m + dv) / NR + 3) + (dk / MR + 1) * ((m + dv) / NR + 2)));
+                   group * ((stash ? 0 : triangle_tile_count<P>(false, m, ldp)) + tile_count<P>(dk, m) +
+                            triangle_tile_count<P>(true, m, ldp) + tile_count<P>(m, dv) + tile_count<P>(dk, dv)));
     int64_t ldk, ldv;
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);

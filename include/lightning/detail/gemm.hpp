@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "lightning/kernels/kernels.hpp"
 
@@ -67,6 +68,38 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
   }
 }
 
+/** How many register tiles gemm, gemm_plus_triangle and gemm_plus_lower_right run over an M x N result. */
+template <Path P>
+inline int64_t tile_count(int64_t M, int64_t N) {
+  using Ker = kernels::Kernels<P>;
+  return (M + Ker::MR - 1) / Ker::MR * ((N + Ker::NR - 1) / Ker::NR);  // row_tile splits a rest into ceil(rest / MR)
+}
+
+/**
+ * The columns [first, second) that gemm_triangle computes for the row tile [i0, i0 + mr) of an M x M
+ * triangle: up to the tile's last row (lower) or from its first row (upper), rounded out to whole
+ * vectors and at most ldc.
+ */
+template <Path P>
+inline std::pair<int64_t, int64_t> triangle_columns(bool upper, int64_t i0, int64_t mr, int64_t M, int64_t ldc) {
+  constexpr int64_t W = kernels::Kernels<P>::W;
+  const int64_t end = upper ? M : i0 + mr;
+  return {upper ? i0 / W * W : 0, std::min(ldc, (end + W - 1) / W * W)};
+}
+
+/** How many register tiles gemm_triangle runs over an M x M triangle. */
+template <Path P>
+inline int64_t triangle_tile_count(bool upper, int64_t M, int64_t ldc) {
+  using Ker = kernels::Kernels<P>;
+  int64_t tiles = 0;
+  for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
+    rows = row_tile<Ker::MR>(M - i0);
+    const auto [c0, c1] = triangle_columns<P>(upper, i0, rows, M, ldc);
+    tiles += (c1 - c0 + Ker::NR - 1) / Ker::NR;
+  }
+  return tiles;
+}
+
 /**
  * The causal triangle of C = A B (M x M, inner dimension K) in whole vectors of W floats: row tile
  * i0 gets columns [0, end) (lower: end its last row + 1) or [start, M) (upper: start its first
@@ -79,12 +112,10 @@ template <Path P, class AfterTile, class AfterRows>
 void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
                    float* C, int64_t ldc, AfterTile&& after_tile, AfterRows&& after_rows) {
   using Ker = kernels::Kernels<P>;
-  constexpr int64_t W = Ker::W;
-  const auto whole = [&](int64_t x) { return std::min(ldc, (x + W - 1) / W * W); };
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
     const int mr = row_tile<Ker::MR>(M - i0);
     rows = mr;
-    const int64_t c0 = upper ? i0 / W * W : 0, c1 = whole(upper ? M : i0 + mr);
+    const auto [c0, c1] = triangle_columns<P>(upper, i0, mr, M, ldc);
     for (int64_t j0 = c0; j0 < c1; j0 += Ker::NR) {
       Ker::gemm_tile(mr, static_cast<int>(std::min<int64_t>(Ker::NR, c1 - j0)), K, A + i0 * lda, lda, B + j0, ldb,
                      C + i0 * ldc + j0, ldc, 0.0f);

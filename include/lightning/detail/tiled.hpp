@@ -109,7 +109,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
                    int64_t sb) {
   using Ker = kernels::Kernels<P>;
   constexpr bool f32 = std::is_same_v<T, float>;
-  const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, MR = Ker::MR, NR = Ker::NR;
+  const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, NR = Ker::NR;
   if (!f32) w.widen(dk, dv);
   w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.block);
   const float* pw = w.decay.pow.data();
@@ -136,8 +136,8 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
         pf.add(a.o, b, h, ahead, true);
       }
     }
-    // Over this block's register tiles, so that the requests end before the state update does.
-    pf.spread((group * (m / MR + 1) + dk / MR + 1) * ((dv + NR - 1) / NR + 1));
+    // Over this block's register tiles, so that the requests end with the state update.
+    pf.spread(group * (triangle_tile_count<P>(false, m, ldp) + tile_count<P>(m, dv)) + tile_count<P>(dk, dv));
     // The block's keys and values: fp32 in place (row stride ldk, ldv), 16-bit storage widened first.
     int64_t ldk, ldv;
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
@@ -166,7 +166,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       for (int64_t i0 = 0, rows = 0; i0 < m; i0 += rows) {  // the row tiles of the read-out (gemm_plus_triangle)
         const int mr = row_tile<Ker::MR>(m - i0);
         rows = mr;
-        const int64_t cols = std::min(ldp, (i0 + mr + Ker::W - 1) / Ker::W * Ker::W);
+        const int64_t cols = triangle_columns<P>(false, i0, mr, m, ldp).second;
         for (int64_t j0 = 0; j0 < cols; j0 += NR) {
           Ker::gemm_tile(mr, static_cast<int>(std::min(NR, cols - j0)), dk, w.q.data() + i0 * dk, dk,
                          w.kt.data() + j0, ldp, Pm + i0 * ldp + j0, ldp, 0.0f);
