@@ -370,9 +370,12 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     for (int64_t j = 0; j < m; ++j) w.to_end[j] = pw[m - 1 - j];
-    // V^T for P = dO V^T and the decayed V^T of dK's inter term, in one transpose; the decayed K
-    // rows of dV's inter term.
-    if (need_dk) transpose_dual<P>(m, dv, V, ldv, w.vt.data(), w.vdt.data(), ldp, w.to_end.data());
+    // The decayed V^T of dK's inter term, and V^T for P = dO V^T unless pass 1 kept P~; the decayed
+    // K rows of dV's inter term.
+    if (need_dk && stash)
+      transpose<P>(m, dv, V, ldv, w.vdt.data(), ldp, w.to_end.data());
+    else if (need_dk)
+      transpose_dual<P>(m, dv, V, ldv, w.vt.data(), w.vdt.data(), ldp, w.to_end.data());
     if (need_dv && !r_zero)
       for (int64_t j = 0; j < m; ++j)
         for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = w.to_end[j] * K[j * ldk + c];
