@@ -2,6 +2,9 @@
 //
 // template <> struct Kernels<Path::X> {
 //   static constexpr int MR, NR, W;   // register tile of gemm_tile; W: floats per vector (1: scalar)
+//   static constexpr int NT;          // columns of the tiles of gemm_plus_lower_right, whose inner range
+//                                     // shrinks column tile by column tile: NR, or W where MR x W tiles
+//                                     // still have enough accumulators to cover the FMA latency
 //   // C[mr x nr] = beta * C + A[mr x kc] B[kc x nr], mr <= MR, nr <= NR; beta == 0 overwrites C.
 //   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B,
 //                         int64_t ldb, float* C, int64_t ldc, float beta);
