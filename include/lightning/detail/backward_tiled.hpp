@@ -181,12 +181,12 @@ void store_rows(const float* rows, int64_t ld, const View<T>& out, int64_t b, in
 }
 
 /**
- * Starts pf on the rows [t, t + block) of k and v (k/v head g), q and d_o (the group's q heads) and
- * the given outputs, when that block exists (t in [0, n)); `tiles`: about how many register tiles
- * the current block has to spread the requests over.
+ * Starts pf on the rows [t, t + block) of k and v (k/v head g), d_o and, with `q_too`, q (the
+ * group's q heads) and the given outputs, when that block exists (t in [0, n)); `tiles`: how many
+ * register tiles the current block has to spread the requests over.
  */
 template <class T>
-void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t g, int64_t t,
+void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t g, int64_t t, bool q_too,
                     std::initializer_list<View<T>> per_kv, std::initializer_list<View<T>> per_q, int64_t tiles) {
   const int64_t n = a.q.seq, group = a.q.heads / a.k.heads;
   pf.start(t >= 0 && t < n ? std::min(a.block, n - t) : 0);
@@ -196,7 +196,7 @@ void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t
   for (const View<T>& out : per_kv)
     if (!out.absent()) pf.add(out, b, g, t, true);
   for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-    pf.add(a.q, b, h, t, false);
+    if (q_too) pf.add(a.q, b, h, t, false);
     pf.add(a.d_o, b, h, t, false);
     for (const View<T>& out : per_q)
       if (!out.absent()) pf.add(out, b, h, t, true);
@@ -232,7 +232,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   for (int64_t t0 = 0; t0 < n; t0 += a.block) {
     const int64_t m = std::min(a.block, n - t0);
     // Two blocks ahead, over this block's P, dQ and state-update tiles.
-    prefetch_block(pf, a, b, g, t0 + 2 * a.block, {}, {a.dq},
+    prefetch_block(pf, a, b, g, t0 + 2 * a.block, need_ds, {}, {a.dq},  // q is read only for d_slopes
                    group * (triangle_tile_count<P>(false, m, ldp) + tile_count<P>(m, dk)) + tile_count<P>(dv, dk));
     int64_t ldk, ldv;
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
@@ -250,8 +250,8 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     }
     const bool k_finite = need_dq && all_finite(m, dk, K, ldk);
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      int64_t ldq, ldo;
-      const float* Q = rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq);
+      int64_t ldq = 0, ldo;
+      const float* Q = need_ds ? rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq) : nullptr;  // read only for d_slopes
       const float* dO = rows_as_floats<P>(a.d_o, b, h, t0, m, w.d_o, ldo);
       if (need_ds) poison += nonfinite_poison(m, dk, Q, ldq) + nonfinite_poison(m, dv, dO, ldo);
       // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not.
@@ -363,7 +363,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
     // Two blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R tiles.
-    prefetch_block(pf, a, b, g, t0 - 2 * a.block, {a.dk, a.dv}, {},
+    prefetch_block(pf, a, b, g, t0 - 2 * a.block, true, {a.dk, a.dv}, {},
                    group * ((stash ? 0 : triangle_tile_count<P>(false, m, ldp)) +
                             tile_count<P>(dk, m, kernels::Kernels<P>::NT) + triangle_tile_count<P>(true, m, ldp) +
                             tile_count<P>(m, dv) + tile_count<P>(dk, dv)));
