@@ -570,12 +570,12 @@ void backward_as(Bytes& in) {
   check_written_inside(dq, dq_e.buf, before_dq);
   check_written_inside(dkk, dk_e.buf, before_dk);
   check_written_inside(dvv, dv_e.buf, before_dv);
-  if (carried)
+  if (carried) {
     check_written_inside(ds_out, ds_out.buf, before_dsout);
-  else if (!same_bits(ds_out.buf, os))
-    bug("an input was written");
-  else
+  } else {
+    if (!same_bits(ds_out.buf, os)) bug("an input was written");
     check_written_inside(ds_in, ds_in.buf, before_dsin);
+  }
   if (d_slopes && (d_slopes_buf.front() != 7.0f || d_slopes_buf.back() != 7.0f)) bug("d_slopes written past its G entries");
   if (B == 0 || H == 0) return;
 

@@ -293,8 +293,10 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
                               k_finite, dQ, ldd, 0.0f, tile);
         store_rows<P>(dQ, ldd, a.dq, b, h, t0, m);
         if constexpr (std::is_same_v<T, float>)
-          if (stash)
-            for (int64_t i = 0; i < m; ++i) std::copy_n(Pm + i * ldp, m, p_stash(a, b, h, t0) + i * a.dk.seq_stride);
+          if (stash) {
+            float* to = p_stash(a, b, h, t0);
+            for (int64_t i = 0; i < m; ++i) std::copy_n(Pm + i * ldp, m, to + i * a.dk.seq_stride);
+          }
       }
     }
     if (need_ds) {
@@ -373,10 +375,12 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     for (int64_t j = 0; j < m; ++j) w.to_end[j] = pw[m - 1 - j];
     // The decayed V^T of dK's inter term, and V^T for P = dO V^T unless pass 1 kept P~; the decayed
     // K rows of dV's inter term.
-    if (need_dk && stash)
-      transpose<P>(m, dv, V, ldv, w.vdt.data(), ldp, w.to_end.data());
-    else if (need_dk)
-      transpose_dual<P>(m, dv, V, ldv, w.vt.data(), w.vdt.data(), ldp, w.to_end.data());
+    if (need_dk) {
+      if (stash)
+        transpose<P>(m, dv, V, ldv, w.vdt.data(), ldp, w.to_end.data());
+      else
+        transpose_dual<P>(m, dv, V, ldv, w.vt.data(), w.vdt.data(), ldp, w.to_end.data());
+    }
     if (need_dv && !r_zero)
       for (int64_t j = 0; j < m; ++j)
         for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = w.to_end[j] * K[j * ldk + c];
@@ -405,7 +409,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         int64_t ldl = ldp;
         if constexpr (std::is_same_v<T, float>)
           if (stash) Pl = p_stash(a, b, h, t0), ldl = a.dk.seq_stride;
-        if (Pl == Pm)
+        if (!stash)
           gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile,
                            [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); });
         if (all_finite(m, dk, Q, ldq)) {
