@@ -96,6 +96,7 @@ struct BackwardDecay {
 /** One worker's scratch for the backward, sized once per call: nothing here grows with n. */
 struct BackwardWorkspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the transposed and block x block buffers
+  int64_t ldst = 0, ldr = 0;   // row strides of S^T and W^T (walk_stride(d_k)) and of R (walk_stride(d_v))
   // 16-bit storage widened to floats (fp32 is read in place): blocks of q, k, v and d_o.
   Floats q, k, v, d_o;
   // Row-major blocks: d_o scaled by c lambda^{i+1}, k decayed to the block's end, a scratch (the
@@ -106,19 +107,21 @@ struct BackwardWorkspace {
   Floats kt, vt, vdt, vwt, qt, qdt, dkt;
   // Block x block products P and A, and the masked transpose of either.
   Floats p, a, pt;
-  // Running states: S^T and its tangent W^T [d_v x d_k], the adjoint R [d_k x d_v].
+  // Running states: S^T and its tangent W^T [d_v x d_k], the adjoint R [d_k x d_v]; padding stays 0.
   Floats st, wt, r;
   Floats to_end, to_end_weighted;  // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
   BackwardDecay decay;
   Prefetcher prefetch;
-  BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_) : block(block_), ldp((block_ + 15) / 16 * 16) {
+  BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_)
+      : block(block_), ldp((block_ + 15) / 16 * 16), ldst(walk_stride(dk_)), ldr(walk_stride(dv_)) {
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
     for (auto* b : {&q, &k, &kd, &y, &dq, &dk}) b->resize(sz(block * dk_));
     for (auto* b : {&v, &d_o, &dos, &dv}) b->resize(sz(block * dv_));
     for (auto* b : {&kt, &qt, &qdt, &dkt}) b->resize(sz(dk_ * ldp));
     for (auto* b : {&vt, &vdt, &vwt}) b->resize(sz(dv_ * ldp));
     for (auto* b : {&p, &a, &pt}) b->resize(sz(block * ldp));
-    for (auto* b : {&st, &wt, &r}) b->resize(sz(dk_ * dv_));
+    for (auto* b : {&st, &wt}) b->resize(sz(dv_ * ldst));
+    r.resize(sz(dk_ * ldr));
     to_end.resize(sz(block));
     to_end_weighted.resize(sz(block));
   }
@@ -207,7 +210,7 @@ void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t
 /** Pass 1 (blocks in forward order) for batch b, k/v head g: dQ and the slope gradient. */
 template <Path P, class T>
 void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
-  const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp;
+  const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldst = w.ldst;
   Prefetcher& pf = w.prefetch;
   const auto tile = [&] { pf.tile(); };
   const bool need_dq = !a.dq.absent(), need_ds = a.d_slopes != nullptr, stash = stash_p_in_dk(a);
@@ -224,7 +227,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   if (!s_zero)
     for (int64_t i = 0; i < dk; ++i) {
       const float* row = a.state_in.row(b, g, i);
-      for (int64_t c = 0; c < dv; ++c) St[c * dk + i] = row[c];
+      for (int64_t c = 0; c < dv; ++c) St[c * ldst + i] = row[c];
       if (need_ds) poison += nonfinite_poison(1, dv, row, dv);
     }
   double slope_sum = 0;  // sum_t c q_t W_t do_t^T, in double across blocks
@@ -269,11 +272,11 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         // part, taken again here so that dQ has the same bits whether or not d_slopes is asked for),
         // then sum_{j<i} c (i-j) lambda^{i-j} A_ij P_ij.
         if (!s_zero) {
-          gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, St, dk, w.y.data(), dk, 0.0f);
+          gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, St, ldst, w.y.data(), dk, 0.0f);
           slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [](int64_t i) { return i + 1.0; });
         }
         if (!w_zero) {
-          gemm<P>(Part::full, m, dk, dv, dO, ldo, Wt, dk, w.y.data(), dk, 0.0f);
+          gemm<P>(Part::full, m, dk, dv, dO, ldo, Wt, ldst, w.y.data(), dk, 0.0f);
           slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [&](int64_t i) { return double{cpw[i + 1]}; });
         }
         gemm_triangle<P>(false, m, dk, Q, ldq, w.kt.data(), ldp, Am, ldp, NoOp{}, [](int64_t, int) {});
@@ -289,7 +292,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (need_ds) mask_p(0, m);
         int64_t ldd;
         float* dQ = gradient_rows(a.dq, b, h, t0, w.dq, ldd);
-        gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, dk, Pm, ldp, K, ldk,
+        gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, ldst, Pm, ldp, K, ldk,
                               k_finite, dQ, ldd, 0.0f, tile);
         store_rows<P>(dQ, ldd, a.dq, b, h, t0, m);
         if constexpr (std::is_same_v<T, float>)
@@ -302,13 +305,13 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     if (need_ds) {
       // W <- lambda^m (W + m S) + sum_j (m-1-j) lambda^{m-1-j} k_j^T v_j, from the entry S.
       const float decay_m = pw[m], weight_m = static_cast<float>(m) * pw[m];
-      for (int64_t e = 0; e < dk * dv; ++e)
+      for (int64_t e = 0; e < dv * ldst; ++e)  // padding included: 0 stays 0
         Wt[e] = (w_zero ? 0.0f : decay_m * Wt[e]) + (s_zero ? 0.0f : weight_m * St[e]);
-      gemm<P>(Part::full, dv, dk, m, w.vwt.data(), ldp, K, ldk, Wt, dk, 1.0f);
+      gemm<P>(Part::full, dv, dk, m, w.vwt.data(), ldp, K, ldk, Wt, ldst, 1.0f);
       w_zero = false;
     }
     if (t0 + m == n) break;  // no later block reads S
-    gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, K, ldk, St, dk, s_zero ? 0.0f : decay_beta(St, dk * dv, pw[m]),
+    gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv * ldst, pw[m]),
             tile);
     pf.step(1 << 30);  // whatever is left
     s_zero = false;
@@ -320,7 +323,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         const float* row = a.d_state_out.row(b, g, i);
         poison += nonfinite_poison(1, dv, row, dv);
         if (!w_zero)
-          for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * dk + i];
+          for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * ldst + i];
       }
     a.d_slopes[b * a.k.heads + g] = poison == 0.0f ? -out : static_cast<double>(poison);
   }
@@ -346,7 +349,7 @@ void add_dk_intra_exact(int64_t m, int64_t dk, const float* Pm, int64_t ldpm, fl
  */
 template <Path P, class T>
 void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
-  const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp;
+  const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldr = w.ldr;
   Prefetcher& pf = w.prefetch;
   const auto tile = [&] { pf.tile(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
@@ -360,7 +363,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   float* dKt = w.dkt.data();
   bool r_zero = a.d_state_out.absent();
   if (!r_zero)
-    for (int64_t i = 0; i < dk; ++i) std::copy_n(a.d_state_out.row(b, g, i), dv, R + i * dv);
+    for (int64_t i = 0; i < dk; ++i) std::copy_n(a.d_state_out.row(b, g, i), dv, R + i * ldr);
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
@@ -413,22 +416,22 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
           gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile,
                            [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); });
         if (all_finite(m, dk, Q, ldq)) {
-          gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, dv, w.vdt.data(), ldp, w.qt.data(), ldp, Pl, ldl, dKt, ldp,
+          gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, ldr, w.vdt.data(), ldp, w.qt.data(), ldp, Pl, ldl, dKt, ldp,
                                    beta, tile);
         } else {
-          if (inter) gemm<P>(Part::full, dk, m, dv, R, dv, w.vdt.data(), ldp, dKt, ldp, beta);
+          if (inter) gemm<P>(Part::full, dk, m, dv, R, ldr, w.vdt.data(), ldp, dKt, ldp, beta);
           add_dk_intra_exact<P>(m, dk, Pl, ldl, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
         }
       }
       if (need_dv) {  // dV = A~^T dO + (lambda^{m-1-j} K) R, A~^T from K Q^T on and above the diagonal
         gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
                          [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, cpw); });
-        gemm_plus_triangle<P>(Part::upper_k, m, dv, inter ? dk : 0, w.kd.data(), dk, R, dv, Pt, ldp, dO, ldo,
+        gemm_plus_triangle<P>(Part::upper_k, m, dv, inter ? dk : 0, w.kd.data(), dk, R, ldr, Pt, ldp, dO, ldo,
                               all_finite(m, dv, dO, ldo), dV, lddv, beta, tile);
       }
       if (update_r) {  // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
-        const float r_beta = r_zero ? 0.0f : first ? decay_beta(R, dk * dv, pw[m]) : 1.0f;
-        gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, dO, ldo, R, dv, r_beta, tile);
+        const float r_beta = r_zero ? 0.0f : first ? decay_beta(R, dk * ldr, pw[m]) : 1.0f;
+        gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, dO, ldo, R, ldr, r_beta, tile);
         r_zero = false;
       }
     }
@@ -447,7 +450,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       if (r_zero)
         std::fill_n(out, dv, 0.0f);
       else
-        std::copy_n(R + i * dv, dv, out);
+        std::copy_n(R + i * ldr, dv, out);
     }
 }
 

@@ -63,19 +63,20 @@ struct DecayTable {
 /** One worker's scratch, sized once per call: nothing here grows with the sequence length. */
 struct Workspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the block x block and d_k x block buffers
+  int64_t lds = 0;             // row stride of the state S and its carry (walk_stride(d_v))
   // q: c Q; qd: c lambda^{i+1} Q (the read-out of the state); k, v: the block's keys and values as floats
   // when stored in 16 bits; kt, kdt: K^T, plain and decayed towards the block's end; o: 16-bit outputs.
   Floats q, qd, k, kt, kdt, v, p, o, s, carry;
   DecayTable decay;
   Prefetcher prefetch;
-  Workspace(int64_t block_, int64_t dk, int64_t dv) : block(block_), ldp((block_ + 15) / 16 * 16) {
+  Workspace(int64_t block_, int64_t dk, int64_t dv) : block(block_), ldp((block_ + 15) / 16 * 16), lds(walk_stride(dv)) {
     q.resize(static_cast<size_t>(block * dk));
     qd.resize(static_cast<size_t>(block * dk));
     kt.resize(static_cast<size_t>(dk * ldp));
     kdt.resize(static_cast<size_t>(dk * ldp));
     p.resize(static_cast<size_t>(block * ldp));
-    s.resize(static_cast<size_t>(dk * dv));
-    carry.resize(static_cast<size_t>(dk * dv));
+    s.resize(static_cast<size_t>(dk * lds));  // the padding past d_v stays 0
+    carry.resize(static_cast<size_t>(dk * lds));
   }
   /** The 16-bit storage's buffers, sized on first use (fp32 inputs are read and written in place). */
   void widen(int64_t dk, int64_t dv) {
@@ -109,7 +110,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
                    int64_t sb) {
   using Ker = kernels::Kernels<P>;
   constexpr bool f32 = std::is_same_v<T, float>;
-  const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, NR = Ker::NR;
+  const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, lds = w.lds, NR = Ker::NR;
   if (!f32) w.widen(dk, dv);
   w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.block);
   const float* pw = w.decay.pow.data();
@@ -120,7 +121,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   std::fill(w.carry.begin(), w.carry.end(), 0.0f);
   bool s_zero = a.state_in.absent();
   if (!s_zero)
-    for (int64_t i = 0; i < dk; ++i) std::copy_n(a.state_in.row(sb, g, i), dv, S + i * dv);
+    for (int64_t i = 0; i < dk; ++i) std::copy_n(a.state_in.row(sb, g, i), dv, S + i * lds);
 
   for (int64_t t0 = t_begin; t0 < t_end; t0 += a.block) {
     const int64_t m = std::min(a.block, t_end - t0);
@@ -188,7 +189,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
         O = a.o.row(b, h, t0), ldo = a.o.seq_stride;
       else
         O = w.o.data(), ldo = dv;
-      gemm_plus_triangle<P>(Part::lower_k, m, dv, s_zero ? 0 : dk, w.qd.data(), dk, S, dv, Pm, ldp, V, ldv, v_finite, O,
+      gemm_plus_triangle<P>(Part::lower_k, m, dv, s_zero ? 0 : dk, w.qd.data(), dk, S, lds, Pm, ldp, V, ldv, v_finite, O,
                             ldo, 0.0f, [&] { pf.tile(); });
       if constexpr (!f32)
         for (int64_t i = 0; i < m; ++i) store_floats<P>(O + i * dv, dv, a.o.row(b, h, t0 + i));
@@ -199,15 +200,16 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     // and handing S what fits (Fast2Sum). Faster decay forgets the error within 16 blocks.
     const float hi = pw[m], lo = w.decay.pow_lo[m];
     const bool compensate = !s_zero && hi > 0.9375f && lo != 0.0f;
-    if (compensate) Ker::axpby(dk * dv, lo, S, hi, C);
+    const int64_t size = dk * lds;  // the whole buffer: its padding stays 0
+    if (compensate) Ker::axpby(size, lo, S, hi, C);
     // A power flushed to 0 still multiplies (0 * NaN stays NaN, as in the recurrence): beta = 0 would overwrite S.
     if (!s_zero && hi == 0.0f)
-      for (int64_t i = 0; i < dk * dv; ++i) S[i] *= 0.0f;
+      for (int64_t i = 0; i < size; ++i) S[i] *= 0.0f;
     const float beta = s_zero ? 0.0f : hi == 0.0f ? 1.0f : hi;
-    gemm<P>(Part::full, dk, dv, m, w.kdt.data(), ldp, V, ldv, S, dv, beta, [&] { pf.tile(); });
+    gemm<P>(Part::full, dk, dv, m, w.kdt.data(), ldp, V, ldv, S, lds, beta, [&] { pf.tile(); });
     pf.step(1 << 30);  // whatever is left
     if (compensate)
-      for (int64_t i = 0; i < dk * dv; ++i) {
+      for (int64_t i = 0; i < size; ++i) {
         const float sum = S[i] + C[i];
         C[i] -= sum - S[i];
         S[i] = sum;
@@ -220,7 +222,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       if (s_zero)
         std::fill_n(out, dv, 0.0f);
       else
-        std::copy_n(S + i * dv, dv, out);
+        std::copy_n(S + i * lds, dv, out);
     }
 }
 
