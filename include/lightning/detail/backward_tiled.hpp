@@ -370,7 +370,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     // Two blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R tiles.
     prefetch_block(pf, a, b, g, t0 - 2 * a.block, true, {a.dk, a.dv}, {},
                    group * ((stash ? 0 : triangle_tile_count<P>(false, m, ldp)) +
-                            tile_count<P>(dk, m, kernels::Kernels<P>::NT) + triangle_tile_count<P>(true, m, ldp) +
+                            tile_count<P>(dk, m) + triangle_tile_count<P>(true, m, ldp) +
                             tile_count<P>(m, dv) + tile_count<P>(dk, dv)));
     int64_t ldk, ldv;
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);

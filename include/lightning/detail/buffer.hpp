@@ -37,7 +37,7 @@ using Floats = std::vector<float, LineAllocator<float>>;
  * The row stride, in floats, of a workspace matrix that register tiles walk down column strip by
  * column strip (the running states S and R): whole cache lines, and an odd number of them. With an
  * even number (d = 128: 8 lines) the rows of a strip fall into a fraction of L1's 64 sets and evict
- * each other before the next row tile reads them again; avx512's fused read-out tile measured 12%
+ * each other before the next row tile reads them again; avx512's fused read-out tile measured 14%
  * faster at d = 128 with the odd stride (hot data, rdtsc, Xeon of family 6 model 207).
  */
 inline int64_t walk_stride(int64_t cols) {

@@ -68,14 +68,11 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
   }
 }
 
-/**
- * How many register tiles gemm and gemm_plus_triangle run over an M x N result (columns per tile
- * `nc` = NR; gemm_plus_lower_right: NT).
- */
+/** How many register tiles gemm, gemm_plus_triangle and gemm_plus_lower_right run over an M x N result. */
 template <Path P>
-inline int64_t tile_count(int64_t M, int64_t N, int64_t nc = kernels::Kernels<P>::NR) {
+inline int64_t tile_count(int64_t M, int64_t N) {
   using Ker = kernels::Kernels<P>;
-  return (M + Ker::MR - 1) / Ker::MR * ((N + nc - 1) / nc);  // row_tile splits a rest into ceil(rest / MR)
+  return (M + Ker::MR - 1) / Ker::MR * ((N + Ker::NR - 1) / Ker::NR);  // row_tile splits a rest into ceil(rest / MR)
 }
 
 /**
@@ -161,9 +158,12 @@ void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float
 /**
  * C = beta C + X Y + A L over M x N: X is M x kx and Y kx x N (kx = 0: no such term), A is M x N and
  * L an N x N lower triangle whose entries above the diagonal are zeros, so that column j of A L
- * reads rows i >= j of L (the transposed gradient dK^T = Q^T P~ + R (V~)^T). Column tiles are NT
- * wide, each reading L from its first column's row on; within a tile the loads run over L's zeros,
- * so A must hold no NaN or Inf. after_tile() runs after each register tile.
+ * reads rows i >= j of L (the transposed gradient dK^T = Q^T P~ + R (V~)^T). Each column tile reads L
+ * from its first column's row on, its first vector alone over the first W of those rows (a staircase
+ * at vector granularity); the loads within a vector run over L's zeros, so A must hold no NaN or Inf.
+ * Over the whole avx512 backward (Xeon, family 6 model 207) this 8 x 32 staircase measured 6.5%
+ * faster than 8 x 16 tiles, which skip the same zeros with half the accumulators, and 2.5% faster
+ * than 8 x 32 tiles over every row of L. after_tile() runs after each register tile.
  */
 template <Path P, class AfterTile = NoOp>
 void gemm_plus_lower_right(int64_t M, int64_t N, int64_t kx, const float* X, int64_t ldx, const float* Y, int64_t ldy,
@@ -173,9 +173,10 @@ void gemm_plus_lower_right(int64_t M, int64_t N, int64_t kx, const float* X, int
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {  // a row tile's slice of X is read once, then from L1
     const int mr = row_tile<Ker::MR>(M - i0);
     rows = mr;
-    for (int64_t j0 = 0; j0 < N; j0 += Ker::NT) {
-      Ker::gemm_tile2(mr, static_cast<int>(std::min<int64_t>(Ker::NT, N - j0)), {kx, X + i0 * ldx, ldx, Y + j0, ldy},
-                      {N - j0, A + i0 * lda + j0, lda, L + j0 * ldl + j0, ldl}, C + i0 * ldc + j0, ldc, beta);
+    for (int64_t j0 = 0; j0 < N; j0 += Ker::NR) {
+      Ker::gemm_tile2(mr, static_cast<int>(std::min<int64_t>(Ker::NR, N - j0)), {kx, X + i0 * ldx, ldx, Y + j0, ldy},
+                      {N - j0, A + i0 * lda + j0, lda, L + j0 * ldl + j0, ldl, std::min<int64_t>(Ker::W, N - j0)},
+                      C + i0 * ldc + j0, ldc, beta);
       after_tile();
     }
   }

@@ -42,7 +42,7 @@ struct Ops {
 
 template <>
 struct Kernels<Path::avx512> {
-  static constexpr int MR = 8, NR = 32, W = 16, NT = W;
+  static constexpr int MR = 8, NR = 32, W = 16;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta) {

@@ -2,13 +2,11 @@
 //
 // template <> struct Kernels<Path::X> {
 //   static constexpr int MR, NR, W;   // register tile of gemm_tile; W: floats per vector (1: scalar)
-//   static constexpr int NT;          // columns of the tiles of gemm_plus_lower_right, whose inner range
-//                                     // shrinks column tile by column tile: NR, or W where MR x W tiles
-//                                     // still have enough accumulators to cover the FMA latency
 //   // C[mr x nr] = beta * C + A[mr x kc] B[kc x nr], mr <= MR, nr <= NR; beta == 0 overwrites C.
 //   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B,
 //                         int64_t ldb, float* C, int64_t ldc, float beta);
-//   // The same over two k-ranges summed in the registers: C = beta C + x.A x.B + y.A y.B (simd_tile.hpp).
+//   // The same over two k-ranges summed in the registers: C = beta C + x.A x.B + y.A y.B (simd_tile.hpp);
+//   // an operand's first `narrow` steps may skip every vector but the first.
 //   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C,
 //                          int64_t ldc, float beta);
 //   // y = a * x + b * y, and y += a * x, over n floats (the decode step's row updates).

@@ -6,13 +6,18 @@
 
 namespace lightning::kernels::simd {
 
-/** One k-range of a tile's sum: A is mr x k (row stride lda), B is k x nr (row stride ldb). */
+/**
+ * One k-range of a tile's sum: A is mr x k (row stride lda), B is k x nr (row stride ldb). B's first
+ * `narrow` rows are zero past the tile's first vector (a causal triangle's staircase): a kernel may
+ * skip the other vectors there, or run over the zeros.
+ */
 struct Operand {
   int64_t k;
   const float* A;
   int64_t lda;
   const float* B;
   int64_t ldb;
+  int64_t narrow = 0;
 };
 
 /**
@@ -33,7 +38,13 @@ inline void tile(int nr, const Operand& x, const Operand& y, float* C, int64_t l
     const float* A = s->A;
     const float* B = s->B;
     const int64_t lda = s->lda, ldb = s->ldb;
-    for (int64_t p = 0; p < s->k; ++p) {
+    int64_t p = 0;
+    if constexpr (V > 1)
+      for (; p < s->narrow; ++p) {  // only the first vector's accumulators: B is zero past it
+        const Vec b0 = full ? Ops::load(B + p * ldb) : Ops::maskload(B + p * ldb, mask[0]);
+        for (int r = 0; r < R; ++r) acc[r][0] = Ops::fmadd(Ops::set1(A[r * lda + p]), b0, acc[r][0]);
+      }
+    for (; p < s->k; ++p) {
       Vec b[V];
       for (int v = 0; v < V; ++v)
         b[v] = full ? Ops::load(B + p * ldb + Ops::W * v) : Ops::maskload(B + p * ldb + Ops::W * v, mask[v]);
