@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <lightning/detail/parallel.hpp>
+#include "eigen_blocked.hpp"
 #include <lightning/detail/tiled.hpp>
 #include <lightning/lightning.hpp>
 
@@ -44,9 +45,10 @@ struct Method {
   bool backward = false;  // a backward row: its table line also gives backward / forward time
 };
 
-using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMap = Eigen::Map<const RowMat>;
-using MutMap = Eigen::Map<RowMat>;
+using bench_eigen::ConstMap;
+using bench_eigen::decay_powers;
+using bench_eigen::MutMap;
+using bench_eigen::RowMat;
 
 /** SPEC.md's tiled count over all heads: per block of m rows 2 (m(m+1)/2 (d_k + d_v) + 2 m d_k d_v). */
 inline double tiled_flops(int64_t n, int64_t d, int64_t block) {
@@ -84,16 +86,6 @@ template <class Fn>
 void for_heads(const Problem& p, Fn&& fn) {
   namespace ld = lightning::detail;
   ld::parallel_for(ld::worker_count(p.threads, kHeads), kHeads, [&](int, int64_t h) { fn(h); });
-}
-
-/** decay[t] = lambda^t = exp(-slope t) for t in [0, len], underflow flushed to 0. */
-inline std::vector<float> decay_powers(float slope, int64_t len) {
-  std::vector<float> pw(static_cast<size_t>(len + 1));
-  for (int64_t t = 0; t <= len; ++t) {
-    const double x = std::exp(-static_cast<double>(slope) * static_cast<double>(t));
-    pw[static_cast<size_t>(t)] = x < 1e-38 ? 0.0f : static_cast<float>(x);
-  }
-  return pw;
 }
 
 /** The library's forward on one path. */
@@ -233,34 +225,31 @@ inline void run_recurrence(Problem& p) {
   });
 }
 
-/** The tiled form as a user would write it in an afternoon with Eigen products, 64-token blocks. */
+/** The tiled form written plainly with Eigen products, 64-token blocks (eigen_blocked.hpp), per head. */
 inline void run_eigen_blocked(Problem& p) {
-  constexpr int64_t kBlock = 64;
-  const int64_t n = p.n, d = p.d;
   for_heads(p, [&](int64_t h) {
-    const std::vector<float> pw = decay_powers(p.slopes[h], kBlock);
-    RowMat state = RowMat::Zero(d, d), scores(kBlock, kBlock);
-    Eigen::VectorXf inter(kBlock), key_decay(kBlock);
-    for (int64_t t0 = 0; t0 < n; t0 += kBlock) {
-      const int64_t m = std::min(kBlock, n - t0);
-      const int64_t at = (h * n + t0) * d;
-      ConstMap q(p.q.data() + at, m, d), k(p.k.data() + at, m, d), v(p.v.data() + at, m, d);
-      MutMap o(p.o.data() + at, m, d);
-      auto sc = scores.topLeftCorner(m, m);
-      sc.noalias() = q * k.transpose();
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t j = 0; j < m; ++j) sc(i, j) = j <= i ? sc(i, j) * pw[static_cast<size_t>(i - j)] : 0.0f;
-      for (int64_t i = 0; i < m; ++i) {
-        inter(i) = pw[static_cast<size_t>(i + 1)];
-        key_decay(i) = pw[static_cast<size_t>(m - 1 - i)];
-      }
-      o.noalias() = sc * v;
-      o.noalias() += inter.head(m).asDiagonal() * (q * state);
-      state *= pw[static_cast<size_t>(m)];
-      state.noalias() += (key_decay.head(m).asDiagonal() * k).transpose() * v;
-    }
+    const int64_t at = h * p.n * p.d;
+    bench_eigen::eigen_blocked_head(p.q.data() + at, p.k.data() + at, p.v.data() + at, p.o.data() + at, p.n, p.d,
+                                    p.slopes[h]);
   });
 }
+
+#if LIGHTNING_HAVE_AVX512
+}  // namespace bench
+/** eigen_blocked_head built without AVX-512 (eigen_avx2.cpp). */
+void eigen_blocked_head_avx2(const float* q, const float* k, const float* v, float* o, int64_t n, int64_t d,
+                             float slope);
+namespace bench {
+
+/** The same with Eigen built for AVX2 only: the avx2 path's comparison where -march=native has AVX-512. */
+inline void run_eigen_blocked_avx2(Problem& p) {
+  for_heads(p, [&](int64_t h) {
+    const int64_t at = h * p.n * p.d;
+    eigen_blocked_head_avx2(p.q.data() + at, p.k.data() + at, p.v.data() + at, p.o.data() + at, p.n, p.d,
+                            p.slopes[h]);
+  });
+}
+#endif
 
 /** The block size the library picks for d_k = d_v = d on a path (forward and backward alike). */
 inline int64_t block_of(int64_t d, lightning::Path path) { return lightning::detail::default_block_size(d, d, path); }
@@ -288,6 +277,10 @@ inline std::vector<Method> methods() {
   }
   list.push_back({"eigen_blocked", Kind::linear, best, [](int64_t n, int64_t d) { return tiled_flops(n, d, 64); },
                   run_eigen_blocked});
+#if LIGHTNING_HAVE_AVX512
+  list.push_back({"eigen_blocked_avx2", Kind::linear, Path::avx2,
+                  [](int64_t n, int64_t d) { return tiled_flops(n, d, 64); }, run_eigen_blocked_avx2});
+#endif
   list.push_back({"recurrence", Kind::linear, best, recurrent_flops, run_recurrence});
   list.push_back({"flash_softmax", Kind::quadratic, best, quadratic_flops, run_flash});
   list.push_back({"naive_quadratic", Kind::quadratic, best, quadratic_flops, run_naive_quadratic});
