@@ -65,6 +65,14 @@ bool stash_p_in_dk(const BackwardArgs<T>& a) {
          a.q.heads / a.k.heads * a.block <= a.k.dim;
 }
 
+/** The columns of dK's rows that hold the stash: the group's P~ rows side by side (stash_p_in_dk). */
+template <class T>
+View<T> stash_columns(const BackwardArgs<T>& a) {
+  View<T> x = a.dk;
+  x.dim = a.q.heads / a.k.heads * a.block;
+  return x;
+}
+
 /** Where head h's P~ of the block from token t sits in dK's rows (stash_p_in_dk), row stride dk.seq_stride. */
 template <class T>
 T* p_stash(const BackwardArgs<T>& a, int64_t b, int64_t h, int64_t t) {
@@ -234,8 +242,9 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
 
   for (int64_t t0 = 0; t0 < n; t0 += a.block) {
     const int64_t m = std::min(a.block, n - t0);
-    // Two blocks ahead, over this block's P, dQ and state-update tiles.
-    prefetch_block(pf, a, b, g, t0 + 2 * a.block, need_ds, {}, {a.dq},  // q is read only for d_slopes
+    // Two blocks ahead, over this block's P, dQ and state-update tiles; q only for d_slopes, and the
+    // stash's columns of dK's rows, which this pass writes.
+    prefetch_block(pf, a, b, g, t0 + 2 * a.block, need_ds, {stash ? stash_columns(a) : View<T>{}}, {a.dq},
                    group * (triangle_tile_count<P>(false, m, ldp) + tile_count<P>(m, dk)) + tile_count<P>(dv, dk));
     int64_t ldk, ldv;
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
