@@ -5,6 +5,7 @@
 # LIGHTNING_FUZZ_ONLY=<index in kEntryPoints> (environment) spends the run on one entry point.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/per_core.sh
 scripts/deps.sh clang
 seconds=${1:-60}
 shift || true
@@ -32,17 +33,10 @@ if (($# == 0 && jobs > 1)); then
     ln -s "$PWD/$f" "build/fuzz/seeds$((i % jobs))/"
     i=$((i + 1))
   done
-  pids=()
-  for ((i = 0; i < jobs; ++i)); do
-    build/fuzz/fuzz_lightning "${flags[@]}" build/fuzz/corpus "build/fuzz/seeds$i" >"build/fuzz/job$i.log" 2>&1 &
-    pids+=($!)
-  done
-  status=0
-  for ((i = 0; i < jobs; ++i)); do
-    wait "${pids[$i]}" || status=$?
-    echo "--- fuzzer process $i of $jobs"
-    quiet <"build/fuzz/job$i.log"
-  done
+  fuzz_job() { build/fuzz/fuzz_lightning "${flags[@]}" build/fuzz/corpus "build/fuzz/seeds$1"; }
+  show_job() { echo "--- fuzzer process $1 of $jobs"; quiet <"build/fuzz/job$1.log"; }
+  per_core build/fuzz/job fuzz_job show_job
+  status=$?
 else
   build/fuzz/fuzz_lightning "${flags[@]}" "$@" build/fuzz/corpus fuzz/corpus 2>&1 | quiet
   status=${PIPESTATUS[0]}

@@ -5,6 +5,7 @@
 # Usage: scripts/sanitize.sh [asan|tsan]...   (default: both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/per_core.sh
 scripts/deps.sh clang cmake ninja-build libgtest-dev
 steps=("$@")
 ((${#steps[@]})) || steps=(asan tsan)
@@ -32,22 +33,9 @@ for step in "${steps[@]}"; do
       cmake --build build/asan --parallel "$(nproc)"
       # One binary holds the suite: its tests run in one gtest shard per core, each shard's output
       # printed when it fails (exit 77: the CPU lacks the configuration, which the choice above rules out).
-      shards=$(nproc) pids=()
-      for ((i = 0; i < shards; ++i)); do
-        GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i build/asan/tests/lightning_tests_$widest \
-          >"build/asan/shard$i.log" 2>&1 &
-        pids+=($!)
-      done
-      failed=0
-      for ((i = 0; i < shards; ++i)); do
-        if wait "${pids[$i]}"; then
-          tail -n 1 "build/asan/shard$i.log"
-        else
-          cat "build/asan/shard$i.log"
-          failed=1
-        fi
-      done
-      ((failed == 0))
+      shard() { GTEST_TOTAL_SHARDS=$(nproc) GTEST_SHARD_INDEX=$1 "build/asan/tests/lightning_tests_$widest"; }
+      show_shard() { if (($2 == 0)); then tail -n 1 "build/asan/shard$1.log"; else cat "build/asan/shard$1.log"; fi; }
+      per_core build/asan/shard shard show_shard
       ;;
     tsan)
       # The concurrency tests (many callers, with and without the library's own threads) on the best path.
