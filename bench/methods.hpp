@@ -10,9 +10,10 @@
 #include <vector>
 
 #include <lightning/detail/parallel.hpp>
-#include "eigen_blocked.hpp"
 #include <lightning/detail/tiled.hpp>
 #include <lightning/lightning.hpp>
+
+#include "eigen_blocked.hpp"
 
 namespace bench {
 
