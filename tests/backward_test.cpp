@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "lightning/detail/prefetch.hpp"
 #include "lightning/reference/backward.hpp"
 #include "lightning/reference/reference.hpp"
 #include "util.hpp"
@@ -512,6 +513,56 @@ TEST(BackwardReference, MatchesFiniteDifferences) {
   check(v, g.dv, 1e-2f, 1e-9, "dv");
   check(s0, g.d_state_in, 1e-2f, 1e-9, "d_state_in");
   check(slopes, g.d_slopes, 1e-3f, 1e-5, "d_slopes");
+}
+
+// No q heads (q and d_o are [batch, 0, n, d]; k and v have heads): only the adjoint state dS_out
+// reaches dK, dV, dS_in and the slopes, decayed. The fuzzer found this shape spending 2^30 steps per
+// block in the prefetcher, whose stream for the stash of P~ had no columns (group 0); dV was left
+// unwritten and dS_in undecayed.
+TEST(BackwardEdges, NoQueryHeads) {
+  constexpr int64_t B = 1, G = 2, N = 40, DK = 5, DV = 3;
+  const std::vector<float> none, slopes{0.3f, 0.05f};
+  const auto k = randn(B * G * N * DK, 1, 1), v = randn(B * G * N * DV, 1, 2);
+  const auto s0 = randn(B * G * DK * DV, 1, 3), ds1 = randn(B * G * DK * DV, 1, 4);
+  const auto kv = [&](const std::vector<float>& x, int64_t d) { return bhnd(x.data(), B, G, N, d); };
+  const auto qo = [&](int64_t d) { return bhnd(none.data(), B, 0, N, d); };
+  const auto st = [&](const std::vector<float>& x) { return state_view(x.data(), B, G, DK, DV); };
+  const auto ref = reference::backward_quadratic(qo(DK), kv(k, DK), kv(v, DV), qo(DV), slopes.data(), 1.0f, st(s0),
+                                                 st(ds1));
+  for (Path path : compiled_paths)
+    for (bool with_ds1 : {true, false}) {
+      std::vector<float> dq, dk(k.size(), 42.0f), dv(v.size(), 42.0f), ds0(s0.size(), 42.0f), dsl(G, 42.0f);
+      Options opt;
+      opt.path = path;
+      opt.block_size = 16;
+      opt.slopes = slopes.data();
+      backward(qo(DK), kv(k, DK), kv(v, DV), qo(DV), bhnd(dq.data(), B, 0, N, DK), bhnd(dk.data(), B, G, N, DK),
+               bhnd(dv.data(), B, G, N, DV), opt, st(s0), with_ds1 ? st(ds1) : View<const float>{},
+               state_view(ds0.data(), B, G, DK, DV), dsl.data());
+      const std::string what = std::string(path_name(path)) + (with_ds1 ? ", dS_out" : ", no dS_out");
+      if (with_ds1) {
+        EXPECT_LE(rel_rms(dk, ref.dk), kFp32Tolerance) << what;
+        EXPECT_LE(rel_rms(dv, ref.dv), kFp32Tolerance) << what;
+        EXPECT_LE(rel_rms(ds0, ref.d_state_in), kFp32Tolerance) << what;
+        EXPECT_LE(rel_rms(dsl, ref.d_slopes), kFp32Tolerance) << what;
+      } else {
+        for (const auto* x : {&dk, &dv, &ds0, &dsl})
+          EXPECT_TRUE(std::all_of(x->begin(), x->end(), [](float e) { return e == 0.0f; })) << what;
+      }
+    }
+}
+
+// A stream without columns adds no lines, so step() always finishes its streams (see NoQueryHeads).
+TEST(BackwardEdges, PrefetcherIgnoresStreamsWithoutColumns) {
+  std::vector<float> x(64);
+  detail::Prefetcher pf;
+  pf.start(4);
+  pf.add(View<float>(x.data(), 1, 1, 4, 0, 0, 0, 16), 0, 0, 0, true);
+  EXPECT_EQ(pf.count, 0);
+  pf.add(View<float>(x.data(), 1, 1, 4, 16, 0, 0, 16), 0, 0, 0, false);
+  EXPECT_EQ(pf.count, 1);
+  pf.step(4);  // one line per row
+  EXPECT_EQ(pf.at, pf.count);
 }
 
 // Every bad input throws before anything is written.

@@ -444,6 +444,15 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         r_zero = false;
       }
     }
+    if (group == 0) {  // no q heads: only the adjoint state reaches dK and dV, and it decays
+      if (need_dk && r_zero) std::fill(w.dkt.begin(), w.dkt.end(), 0.0f);
+      if (need_dk && !r_zero) gemm<P>(Part::full, dk, m, dv, R, ldr, w.vdt.data(), ldp, dKt, ldp, 0.0f);
+      if (need_dv && r_zero)
+        for (int64_t j = 0; j < m; ++j) std::fill_n(dV + j * lddv, dv, 0.0f);
+      if (need_dv && !r_zero) gemm<P>(Part::full, m, dv, dk, w.kd.data(), dk, R, ldr, dV, lddv, 0.0f);
+      if (update_r && !r_zero)
+        for (int64_t e = 0; e < dk * ldr; ++e) R[e] *= pw[m];  // a power flushed to 0 still multiplies
+    }
     if (need_dk) {
       int64_t lddk;
       float* dK = gradient_rows(a.dk, b, g, t0, w.dk, lddk);

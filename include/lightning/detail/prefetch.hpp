@@ -39,10 +39,13 @@ struct Prefetcher {
   Stream streams[4 * 64] = {};
   int count = 0, at = 0, per_tile = 1;
   int64_t row = 0, line = 0, rows = 0;
-  /** Adds x's rows from (b, h, t), for the rows given to start() (none when that was 0). */
+  /**
+   * Adds x's rows from (b, h, t), for the rows given to start() (none when that was 0, nor when x
+   * has no columns: step() could not finish a stream of no lines).
+   */
   template <class T>
   void add(const View<T>& x, int64_t b, int64_t h, int64_t t, bool write) {
-    if (rows > 0 && count < static_cast<int>(std::size(streams)))
+    if (rows > 0 && x.dim > 0 && count < static_cast<int>(std::size(streams)))
       streams[count++] = {reinterpret_cast<const char*>(x.row(b, h, t)),
                           x.seq_stride * static_cast<int64_t>(sizeof(T)),
                           (x.dim * static_cast<int64_t>(sizeof(T)) + 63) / 64, write};
