@@ -77,17 +77,22 @@ inline void mask_upper(int64_t j0, int64_t j1, int64_t m, float* x, int64_t ld, 
 
 /** True when no entry of the rows x cols matrix is NaN or infinite. */
 inline bool all_finite(int64_t rows, int64_t cols, const float* x, int64_t ldx) {
-  float z[16] = {};  // x * 0 is 0 for finite x and NaN otherwise; 16 lanes so the loop vectorises
+  // x * 0 is 0 for finite x and NaN otherwise. 64 lanes so that the loop vectorises into four
+  // independent sums (one sum waits out the add latency at every vector); the narrower tails sum
+  // apart, so that no partial access keeps the wide sums in memory.
+  float z[64] = {}, z16[16] = {}, z1 = 0.0f;
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * ldx;
     int64_t c = 0;
+    for (; c + 64 <= cols; c += 64)
+      for (int l = 0; l < 64; ++l) z[l] += row[c + l] * 0.0f;
     for (; c + 16 <= cols; c += 16)
-      for (int l = 0; l < 16; ++l) z[l] += row[c + l] * 0.0f;
-    for (; c < cols; ++c) z[0] += row[c] * 0.0f;
+      for (int l = 0; l < 16; ++l) z16[l] += row[c + l] * 0.0f;
+    for (; c < cols; ++c) z1 += row[c] * 0.0f;
   }
-  float sum = 0.0f;
-  for (float e : z) sum += e;
-  return sum == 0.0f;
+  for (float e : z) z1 += e;
+  for (float e : z16) z1 += e;
+  return z1 == 0.0f;
 }
 
 }  // namespace lightning::detail

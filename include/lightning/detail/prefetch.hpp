@@ -59,16 +59,23 @@ struct Prefetcher {
     per_tile = static_cast<int>(lines / (tiles > 0 ? tiles : 1) + 1);
   }
   void tile() { step(per_tile); }
-  /** Asks for the next n lines, if any are left. */
+  /**
+   * Asks for the next n lines, if any are left. The cursor lives in locals for the loop: kept in the
+   * members, every line paid a store and a reload of them, a chain through memory (this loop held
+   * 11.5% of a cpu-clock profile of the avx512 forward at d = 64, half of it off the prefetches).
+   */
   void step(int n) {
-    for (; n > 0 && at < count; --n) {
-      const Stream& s = streams[at];
-      prefetch_line(s.row + row * s.stride + line * 64, s.write);
-      if (++line == s.lines) {
-        line = 0;
-        if (++row == rows) row = 0, ++at;
+    int s_at = at;
+    int64_t s_row = row, s_line = line;
+    for (; n > 0 && s_at < count; --n) {
+      const Stream& s = streams[s_at];
+      prefetch_line(s.row + s_row * s.stride + s_line * 64, s.write);
+      if (++s_line == s.lines) {
+        s_line = 0;
+        if (++s_row == rows) s_row = 0, ++s_at;
       }
     }
+    at = s_at, row = s_row, line = s_line;
   }
 };
 
