@@ -226,31 +226,28 @@ inline void run_recurrence(Problem& p) {
   });
 }
 
-/** The tiled form written plainly with Eigen products, 64-token blocks (eigen_blocked.hpp), per head. */
-inline void run_eigen_blocked(Problem& p) {
-  for_heads(p, [&](int64_t h) {
-    const int64_t at = h * p.n * p.d;
-    bench_eigen::eigen_blocked_head(p.q.data() + at, p.k.data() + at, p.v.data() + at, p.o.data() + at, p.n, p.d,
-                                    p.slopes[h]);
-  });
-}
-
 #if LIGHTNING_HAVE_AVX512
 }  // namespace bench
 /** eigen_blocked_head built without AVX-512 (eigen_avx2.cpp). */
 void eigen_blocked_head_avx2(const float* q, const float* k, const float* v, float* o, int64_t n, int64_t d,
                              float slope);
 namespace bench {
+#endif
 
-/** The same with Eigen built for AVX2 only: the avx2 path's comparison where -march=native has AVX-512. */
-inline void run_eigen_blocked_avx2(Problem& p) {
+/** One head of the tiled form written plainly with Eigen products (eigen_blocked.hpp). */
+using EigenHead = void (*)(const float* q, const float* k, const float* v, float* o, int64_t n, int64_t d, float slope);
+
+/**
+ * An Eigen build of the tiled form, 64-token blocks, head by head: `eigen_blocked` and, where
+ * -march=native has AVX-512, the same built for AVX2 only (the avx2 path's comparison).
+ */
+template <EigenHead head>
+inline void run_eigen_blocked(Problem& p) {
   for_heads(p, [&](int64_t h) {
     const int64_t at = h * p.n * p.d;
-    eigen_blocked_head_avx2(p.q.data() + at, p.k.data() + at, p.v.data() + at, p.o.data() + at, p.n, p.d,
-                            p.slopes[h]);
+    head(p.q.data() + at, p.k.data() + at, p.v.data() + at, p.o.data() + at, p.n, p.d, p.slopes[h]);
   });
 }
-#endif
 
 /** The block size the library picks for d_k = d_v = d on a path (forward and backward alike). */
 inline int64_t block_of(int64_t d, lightning::Path path) { return lightning::detail::default_block_size(d, d, path); }
@@ -277,10 +274,11 @@ inline std::vector<Method> methods() {
                     [path](Problem& p) { run_backward(p, path); }, prepare_backward, true});
   }
   list.push_back({"eigen_blocked", Kind::linear, best, [](int64_t n, int64_t d) { return tiled_flops(n, d, 64); },
-                  run_eigen_blocked});
+                  run_eigen_blocked<bench_eigen::eigen_blocked_head>});
 #if LIGHTNING_HAVE_AVX512
   list.push_back({"eigen_blocked_avx2", Kind::linear, Path::avx2,
-                  [](int64_t n, int64_t d) { return tiled_flops(n, d, 64); }, run_eigen_blocked_avx2});
+                  [](int64_t n, int64_t d) { return tiled_flops(n, d, 64); },
+                  run_eigen_blocked<eigen_blocked_head_avx2>});
 #endif
   list.push_back({"recurrence", Kind::linear, best, recurrent_flops, run_recurrence});
   list.push_back({"flash_softmax", Kind::quadratic, best, quadratic_flops, run_flash});
