@@ -25,6 +25,7 @@
 #include "lightning/detail/seqpar.hpp"
 #include "lightning/detail/tiled.hpp"
 #include "lightning/detail/validate.hpp"
+#include "lightning/instantiate.hpp"
 #include "lightning/types.hpp"
 
 namespace lightning {
