@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -42,21 +43,24 @@ inline constexpr double kMaxDecayExponent = 44.0;
 /**
  * pow[t] = lambda^t for t in [0, block], from exp(-slope t) in double: only non-negative powers,
  * those below exp(-kMaxDecayExponent) flushed to 0 so that strong decay never meets denormal
- * arithmetic. pow_lo[t] = lambda^t - pow[t], the part fp32 rounds off.
+ * arithmetic. pow_lo[t] = lambda^t - pow[t], the part fp32 rounds off. cpow[t] = c lambda^t (the
+ * scale c in the same double product; below the smallest normal float, 0).
  */
 struct DecayTable {
-  Floats pow, pow_lo, rev;  // rev[x] = pow[block - x], so a mask row reads it forwards
-  void fill(double slope, int64_t block) {
-    pow.resize(static_cast<size_t>(block + 1));
-    pow_lo.resize(static_cast<size_t>(block + 1));
-    rev.resize(static_cast<size_t>(block + 1));
+  Floats pow, pow_lo, cpow, rev, crev;  // rev[x] = pow[block - x], crev[x] = cpow[block - x]: a mask row reads them forwards
+  void fill(double slope, double scale, int64_t block) {
+    for (auto* table : {&pow, &pow_lo, &cpow, &rev, &crev}) table->resize(static_cast<size_t>(block + 1));
     for (int64_t t = 0; t <= block; ++t) {
       const double x = slope * static_cast<double>(t);
       const double p = x > kMaxDecayExponent ? 0.0 : std::exp(-x);
       pow[t] = static_cast<float>(p);
       pow_lo[t] = static_cast<float>(p - static_cast<double>(pow[t]));
+      cpow[t] = std::abs(scale * p) < FLT_MIN ? 0.0f : static_cast<float>(scale * p);
     }
-    for (int64_t t = 0; t <= block; ++t) rev[t] = pow[block - t];
+    for (int64_t t = 0; t <= block; ++t) {
+      rev[t] = pow[block - t];
+      crev[t] = cpow[block - t];
+    }
   }
 };
 
@@ -64,13 +68,12 @@ struct DecayTable {
 struct Workspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the block x block and d_k x block buffers
   int64_t lds = 0;             // row stride of the state S and its carry (walk_stride(d_v))
-  // q: c Q; qd: c lambda^{i+1} Q (the read-out of the state); k, v: the block's keys and values as floats
-  // when stored in 16 bits; kt, kdt: K^T, plain and decayed towards the block's end; o: 16-bit outputs.
+  // q, k, v: the block's queries, keys and values as floats when stored in 16 bits; qd: c lambda^{i+1} Q
+  // (the read-out of the state); kt, kdt: K^T, plain and decayed towards the block's end; o: 16-bit outputs.
   Floats q, qd, k, kt, kdt, v, p, o, s, carry;
   DecayTable decay;
   Prefetcher prefetch;
   Workspace(int64_t block_, int64_t dk, int64_t dv) : block(block_), ldp((block_ + 15) / 16 * 16), lds(walk_stride(dv)) {
-    q.resize(static_cast<size_t>(block * dk));
     qd.resize(static_cast<size_t>(block * dk));
     kt.resize(static_cast<size_t>(dk * ldp));
     kdt.resize(static_cast<size_t>(dk * ldp));
@@ -80,6 +83,7 @@ struct Workspace {
   }
   /** The 16-bit storage's buffers, sized on first use (fp32 inputs are read and written in place). */
   void widen(int64_t dk, int64_t dv) {
+    q.resize(static_cast<size_t>(block * dk));
     k.resize(static_cast<size_t>(block * dk));
     v.resize(static_cast<size_t>(block * dv));
     o.resize(static_cast<size_t>(block * dv));
@@ -112,9 +116,11 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   constexpr bool f32 = std::is_same_v<T, float>;
   const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, lds = w.lds, NR = Ker::NR;
   if (!f32) w.widen(dk, dv);
-  w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.block);
+  w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, a.block);
   const float* pw = w.decay.pow.data();
-  const float* rev = w.decay.rev.data() + a.block;  // rev[j - i] = pow[i - j] for j <= i
+  const float* cpw = w.decay.cpow.data();
+  const float* rev = w.decay.rev.data() + a.block;    // rev[j - i] = pow[i - j] for j <= i
+  const float* crev = w.decay.crev.data() + a.block;  // crev[j - i] = cpow[i - j]
   float* S = w.s.data();
   float* C = w.carry.data();
   float* Pm = w.p.data();
@@ -149,18 +155,13 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     // a row tile runs over whole tiles; a NaN or Inf there must not reach earlier rows (0 * Inf is NaN).
     const bool v_finite = all_finite(m, dv, V, ldv);
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
-      for (int64_t i = 0; i < m; ++i) {
-        float* qr = w.q.data() + i * dk;
-        float* qd = w.qd.data() + i * dk;
-        const float* src = as_floats<P>(a.q.row(b, h, t0 + i), dk, qr);
-        // The scale meets q first, as in c q_t S_t: q S alone may overflow where c q S does not.
-        const float di = pw[i + 1];
-        for (int64_t c = 0; c < dk; ++c) {
-          qr[c] = src[c] * a.scale;
-          qd[c] = qr[c] * di;
-        }
-      }
-      // P = mask(c Q K^T), row tile by row tile up to its last row's column, in whole vectors (the
+      int64_t ldq;
+      const float* Q = rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq);
+      // The scale meets q first, as in c q_t S_t: q S alone may overflow where c q S does not.
+      if (!s_zero)
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t c = 0; c < dk; ++c) w.qd[i * dk + c] = cpw[i + 1] * Q[i * ldq + c];
+      // P = mask(Q K^T) c lambda^{i-j}, row tile by row tile up to its last row's column, in whole vectors (the
       // columns past m, up to ldp, are computed from stale K^T columns and never read). Written out
       // here, as before gemm_triangle existed: builds of the forward through gemm_triangle measured
       // 5-10% slower in alternated runs (the same tiles; code layout, as far as could be told).
@@ -169,15 +170,15 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
         rows = mr;
         const int64_t cols = triangle_columns<P>(false, i0, mr, m, ldp).second;
         for (int64_t j0 = 0; j0 < cols; j0 += NR) {
-          Ker::gemm_tile(mr, static_cast<int>(std::min(NR, cols - j0)), dk, w.q.data() + i0 * dk, dk,
-                         w.kt.data() + j0, ldp, Pm + i0 * ldp + j0, ldp, 0.0f);
+          Ker::gemm_tile(mr, static_cast<int>(std::min(NR, cols - j0)), dk, Q + i0 * ldq, ldq, w.kt.data() + j0, ldp,
+                         Pm + i0 * ldp + j0, ldp, 0.0f);
           pf.tile();
         }
-        // Row i keeps columns j <= i, weighted lambda^{i-j}, and zeros up to the tile's last row.
+        // Row i keeps columns j <= i, weighted c lambda^{i-j}, and zeros up to the tile's last row.
         const int64_t end = std::min(m, i0 + mr);
         for (int64_t i = i0; i < end; ++i) {
           float* row = Pm + i * ldp;
-          const float* mask = rev - i;  // contiguous in j, so this loop vectorises
+          const float* mask = crev - i;  // contiguous in j, so this loop vectorises
           for (int64_t j = 0; j <= i; ++j) row[j] *= mask[j];
           for (int64_t j = i + 1; j < end; ++j) row[j] = 0.0f;
         }
