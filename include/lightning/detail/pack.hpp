@@ -5,30 +5,53 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "lightning/kernels/kernels.hpp"
 
 namespace lightning::detail {
 
 /**
- * dst[c * ldd + r] = scale[r] * src[r * lds + c] for r < rows, c < cols (scale null: 1), in 8 x 8
- * tiles: the path's register transpose for whole tiles, a loop for the edges. (A column-by-column
- * transpose strides through a few cache sets and thrashes them when rows are 128 floats apart.)
+ * Calls tile(integral_constant<int, S>, r, c) for the S x S tiles that cover rows [r0, r1) x columns
+ * [c0, c1), S from Kernels<P>::TT halving down to 8 over what the wider tiles leave, and
+ * edge(r0, r1, c0, c1) for the rectangles that no 8 x 8 tile fits.
+ */
+template <Path P, int S = kernels::Kernels<P>::TT, class Tile, class Edge>
+void cover_tiles(int64_t r0, int64_t r1, int64_t c0, int64_t c1, Tile&& tile, Edge&& edge) {
+  const int64_t rs = r0 + (r1 - r0) / S * S, cs = c0 + (c1 - c0) / S * S;
+  for (int64_t r = r0; r < rs; r += S)
+    for (int64_t c = c0; c < cs; c += S) tile(std::integral_constant<int, S>{}, r, c);
+  if constexpr (S > 8) {
+    cover_tiles<P, S / 2>(r0, rs, cs, c1, tile, edge);
+    cover_tiles<P, S / 2>(rs, r1, c0, c1, tile, edge);
+  } else {
+    if (cs < c1) edge(r0, rs, cs, c1);
+    if (rs < r1) edge(rs, r1, c0, c1);
+  }
+}
+
+/**
+ * dst[c * ldd + r] = scale[r] * src[r * lds + c] for r < rows, c < cols (scale null: 1), in square
+ * tiles: the path's register transposes, a loop for the edges. (A column-by-column transpose
+ * strides through a few cache sets and thrashes them when rows are 128 floats apart.)
  */
 template <Path P>
 void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
                const float* scale = nullptr) {
   using Ker = kernels::Kernels<P>;
-  for (int64_t r0 = 0; r0 < rows; r0 += 8)
-    for (int64_t c0 = 0; c0 < cols; c0 += 8) {
-      if (r0 + 8 <= rows && c0 + 8 <= cols) {
-        Ker::transpose_8x8(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd, scale ? scale + r0 : nullptr);
-        continue;
-      }
-      for (int64_t c = c0; c < std::min(cols, c0 + 8); ++c)
-        for (int64_t r = r0; r < std::min(rows, r0 + 8); ++r)
-          dst[c * ldd + r] = (scale ? scale[r] : 1.0f) * src[r * lds + c];
-    }
+  cover_tiles<P>(
+      0, rows, 0, cols,
+      [&](auto size, int64_t r, int64_t c) {
+        const float* sc = scale ? scale + r : nullptr;
+        if constexpr (decltype(size)::value == 16)
+          Ker::transpose_16x16(src + r * lds + c, lds, dst + c * ldd + r, ldd, sc);
+        else
+          Ker::transpose_8x8(src + r * lds + c, lds, dst + c * ldd + r, ldd, sc);
+      },
+      [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c)
+          for (int64_t r = r0; r < r1; ++r) dst[c * ldd + r] = (scale ? scale[r] : 1.0f) * src[r * lds + c];
+      });
 }
 
 /** dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldd + r] = scale[r] src[r * lds + c], r < rows, c < cols. */
@@ -36,16 +59,21 @@ template <Path P>
 void transpose_dual(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, float* dst_scaled,
                     int64_t ldd, const float* scale) {
   using Ker = kernels::Kernels<P>;
-  const int64_t r8 = rows / 8 * 8, c8 = cols / 8 * 8;
-  for (int64_t r0 = 0; r0 < r8; r0 += 8)
-    for (int64_t c0 = 0; c0 < c8; c0 += 8)
-      Ker::transpose_8x8_dual(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, dst_scaled + c0 * ldd + r0, ldd,
-                              scale + r0);
-  for (int64_t r = 0; r < rows; ++r)  // the edges: rows past r8 and columns past c8
-    for (int64_t c = r < r8 ? c8 : 0; c < cols; ++c) {
-      dst[c * ldd + r] = src[r * lds + c];
-      dst_scaled[c * ldd + r] = scale[r] * src[r * lds + c];
-    }
+  cover_tiles<P>(
+      0, rows, 0, cols,
+      [&](auto size, int64_t r, int64_t c) {
+        if constexpr (decltype(size)::value == 16)
+          Ker::transpose_16x16_dual(src + r * lds + c, lds, dst + c * ldd + r, dst_scaled + c * ldd + r, ldd, scale + r);
+        else
+          Ker::transpose_8x8_dual(src + r * lds + c, lds, dst + c * ldd + r, dst_scaled + c * ldd + r, ldd, scale + r);
+      },
+      [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) {
+            dst[c * ldd + r] = src[r * lds + c];
+            dst_scaled[c * ldd + r] = scale[r] * src[r * lds + c];
+          }
+      });
 }
 
 /**

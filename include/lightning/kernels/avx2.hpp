@@ -88,7 +88,7 @@ inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd
 
 template <>
 struct Kernels<Path::avx2> {
-  static constexpr int MR = 6, NR = 16, W = 8;
+  static constexpr int MR = 6, NR = 16, W = 8, TT = 8;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta) {

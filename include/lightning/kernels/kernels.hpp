@@ -2,6 +2,7 @@
 //
 // template <> struct Kernels<Path::X> {
 //   static constexpr int MR, NR, W;   // register tile of gemm_tile; W: floats per vector (1: scalar)
+//   static constexpr int TT;          // the widest square transpose tile: 8, or 16 with transpose_16x16
 //   // C[mr x nr] = beta * C + A[mr x kc] B[kc x nr], mr <= MR, nr <= NR; beta == 0 overwrites C.
 //   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B,
 //                         int64_t ldb, float* C, int64_t ldc, float beta);
@@ -18,6 +19,8 @@
 //   // Both dst = src^T and dst_scaled = (diag(scale) src)^T for an 8 x 8 tile (plain and decayed K^T or V^T).
 //   static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
 //                                  const float* scale);
+//   // The same over 16 x 16 tiles, where TT = 16 (avx512).
+//   static void transpose_16x16(...);  static void transpose_16x16_dual(...);
 // };
 #pragma once
 
