@@ -56,9 +56,14 @@ template <class Ops, int R, int V, bool full>
  * C[R x nr] = beta C + A1 B1 + A2 B2 over R rows and V vectors of W columns (beta == 0 overwrites C).
  * `full` says every lane of every vector is in range, so no load or store is masked (masked stores
  * are slow on AMD cores and block store forwarding): the common tiles use none.
+ *
+ * Never inlined: inlined into a block loop (g++ 12 did so for the backward's dK^T tiles), the R row
+ * pointers of A no longer fit in the general registers beside the loop's own values, and each
+ * broadcast reloaded its row pointer from the stack (7 extra loads per k step of an 8 x 32 tile);
+ * out of line they stay in registers. A call costs a few cycles against >= 16 k steps of 16 FMAs.
  */
 template <class Ops, int R, int V, bool full>
-inline void tile(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta) {
+[[gnu::noinline]] void tile(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta) {
   using Vec = typename Ops::Vec;
   using Mask = typename Ops::Mask;
   Mask mask[V];
