@@ -30,6 +30,23 @@ void cover_tiles(int64_t r0, int64_t r1, int64_t c0, int64_t c1, Tile&& tile, Ed
   }
 }
 
+/** The S x S register transposes of Kernels<P> (S = 8, or 16 where TT = 16), plain and dual. */
+template <Path P, int S>
+void transpose_tile(const float* src, int64_t lds, float* dst, int64_t ldd, const float* scale) {
+  if constexpr (S == 16)
+    kernels::Kernels<P>::transpose_16x16(src, lds, dst, ldd, scale);
+  else
+    kernels::Kernels<P>::transpose_8x8(src, lds, dst, ldd, scale);
+}
+template <Path P, int S>
+void transpose_tile_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
+                         const float* scale) {
+  if constexpr (S == 16)
+    kernels::Kernels<P>::transpose_16x16_dual(src, lds, dst, dst_scaled, ldd, scale);
+  else
+    kernels::Kernels<P>::transpose_8x8_dual(src, lds, dst, dst_scaled, ldd, scale);
+}
+
 /**
  * dst[c * ldd + r] = scale[r] * src[r * lds + c] for r < rows, c < cols (scale null: 1), in square
  * tiles: the path's register transposes, a loop for the edges. (A column-by-column transpose
@@ -38,15 +55,11 @@ void cover_tiles(int64_t r0, int64_t r1, int64_t c0, int64_t c1, Tile&& tile, Ed
 template <Path P>
 void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
                const float* scale = nullptr) {
-  using Ker = kernels::Kernels<P>;
   cover_tiles<P>(
       0, rows, 0, cols,
       [&](auto size, int64_t r, int64_t c) {
-        const float* sc = scale ? scale + r : nullptr;
-        if constexpr (decltype(size)::value == 16)
-          Ker::transpose_16x16(src + r * lds + c, lds, dst + c * ldd + r, ldd, sc);
-        else
-          Ker::transpose_8x8(src + r * lds + c, lds, dst + c * ldd + r, ldd, sc);
+        transpose_tile<P, decltype(size)::value>(src + r * lds + c, lds, dst + c * ldd + r, ldd,
+                                                 scale ? scale + r : nullptr);
       },
       [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c)
@@ -58,14 +71,11 @@ void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float*
 template <Path P>
 void transpose_dual(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, float* dst_scaled,
                     int64_t ldd, const float* scale) {
-  using Ker = kernels::Kernels<P>;
   cover_tiles<P>(
       0, rows, 0, cols,
       [&](auto size, int64_t r, int64_t c) {
-        if constexpr (decltype(size)::value == 16)
-          Ker::transpose_16x16_dual(src + r * lds + c, lds, dst + c * ldd + r, dst_scaled + c * ldd + r, ldd, scale + r);
-        else
-          Ker::transpose_8x8_dual(src + r * lds + c, lds, dst + c * ldd + r, dst_scaled + c * ldd + r, ldd, scale + r);
+        transpose_tile_dual<P, decltype(size)::value>(src + r * lds + c, lds, dst + c * ldd + r,
+                                                      dst_scaled + c * ldd + r, ldd, scale + r);
       },
       [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         for (int64_t r = r0; r < r1; ++r)
