@@ -47,7 +47,8 @@ inline constexpr double kMaxDecayExponent = 44.0;
  * scale c in the same double product; below the smallest normal float, 0).
  */
 struct DecayTable {
-  Floats pow, pow_lo, cpow, rev, crev;  // rev[x] = pow[block - x], crev[x] = cpow[block - x]: a mask row reads them forwards
+  // rev[x] = pow[block - x] and crev[x] = cpow[block - x], so that a mask row reads them forwards.
+  Floats pow, pow_lo, cpow, rev, crev;
   void fill(double slope, double scale, int64_t block) {
     for (auto* table : {&pow, &pow_lo, &cpow, &rev, &crev}) table->resize(static_cast<size_t>(block + 1));
     for (int64_t t = 0; t <= block; ++t) {
