@@ -115,7 +115,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
                    int64_t sb) {
   using Ker = kernels::Kernels<P>;
   constexpr bool f32 = std::is_same_v<T, float>;
-  const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, lds = w.lds, NR = Ker::NR;
+  const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, lds = w.lds;
   if (!f32) w.widen(dk, dv);
   w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, a.block);
   const float* pw = w.decay.pow.data();
@@ -163,27 +163,11 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
         for (int64_t i = 0; i < m; ++i)
           for (int64_t c = 0; c < dk; ++c) w.qd[i * dk + c] = cpw[i + 1] * Q[i * ldq + c];
       // P = mask(Q K^T) c lambda^{i-j}, row tile by row tile up to its last row's column, in whole vectors (the
-      // columns past m, up to ldp, are computed from stale K^T columns and never read). Written out
-      // here, as before gemm_triangle existed: builds of the forward through gemm_triangle measured
-      // 5-10% slower in alternated runs (the same tiles; code layout, as far as could be told).
-      for (int64_t i0 = 0, rows = 0; i0 < m; i0 += rows) {  // the row tiles of the read-out (gemm_plus_triangle)
-        const int mr = row_tile<Ker::MR>(m - i0);
-        rows = mr;
-        const int64_t cols = triangle_columns<P>(false, i0, mr, m, ldp).second;
-        for (int64_t j0 = 0; j0 < cols; j0 += NR) {
-          Ker::gemm_tile(mr, static_cast<int>(std::min(NR, cols - j0)), dk, Q + i0 * ldq, ldq, w.kt.data() + j0, ldp,
-                         Pm + i0 * ldp + j0, ldp, 0.0f);
-          pf.tile();
-        }
-        // Row i keeps columns j <= i, weighted c lambda^{i-j}, and zeros up to the tile's last row.
-        const int64_t end = std::min(m, i0 + mr);
-        for (int64_t i = i0; i < end; ++i) {
-          float* row = Pm + i * ldp;
-          const float* mask = crev - i;  // contiguous in j, so this loop vectorises
-          for (int64_t j = 0; j <= i; ++j) row[j] *= mask[j];
-          for (int64_t j = i + 1; j < end; ++j) row[j] = 0.0f;
-        }
-      }
+      // columns past m, up to ldp, are computed from stale K^T columns and never read); each row tile
+      // masked while in L1: row i keeps columns j <= i, weighted c lambda^{i-j}, and zeros up to the
+      // tile's last row.
+      gemm_triangle<P>(false, m, dk, Q, ldq, w.kt.data(), ldp, Pm, ldp, [&] { pf.tile(); },
+                       [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, i0 + mr, Pm, ldp, crev); });
       // O = lambda^{i+1} (c Q) S + P V: both sums in one register tile per (row tile, column tile).
       float* O;
       int64_t ldo;
