@@ -288,6 +288,33 @@ void bandwidth_row(benchmark::State& state, int64_t d) {
                                                        benchmark::Counter::kIs1024);
 }
 
+// ---- The register tile alone on hot data: the ceiling under the block loops' rate.
+
+/**
+ * The path's register tile (Kernels<P>::gemm_tile, MR x NR) over k steps, again and again on data
+ * that stays in L1, B's rows an odd number of cache lines apart as the running state's: k = the
+ * default block with beta = 1 is the state update's shape, k = d with beta = 0 the read-out's.
+ */
+template <Path P>
+void tile_row(benchmark::State& state, int64_t k, float beta) {
+  using Ker = lightning::kernels::Kernels<P>;
+  const int64_t ld = lightning::detail::walk_stride(std::max<int64_t>(k, Ker::NR));
+  std::vector<float> a(static_cast<size_t>(Ker::MR * ld), 0.01f), b(static_cast<size_t>(k * ld), 0.02f);
+  std::vector<float> c(static_cast<size_t>(Ker::MR * ld), 0.0f);
+  const auto t0 = Clock::now();
+  for (auto _ : state) {
+    Ker::gemm_tile(Ker::MR, Ker::NR, k, a.data(), ld, b.data(), ld, c.data(), ld, beta);
+    benchmark::ClobberMemory();
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(state.iterations());
+  Row& row = row_for(std::string("tile_") + lightning::path_name(P), k, static_cast<int64_t>(beta));
+  row.seconds = s;
+  row.flops = 2.0 * Ker::MR * Ker::NR * static_cast<double>(k);
+  row.roof = peaks[P];
+  state.counters["GFLOP/s"] = benchmark::Counter(row.flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["of_peak"] = row.flops / s / row.roof;
+}
+
 // ---- Peak resident memory: each method once in a forked child, so nothing else is counted.
 
 long status_kib(const char* field) {
@@ -379,7 +406,7 @@ void summarise(const std::vector<Method>& list, std::ostream& out) {
       << "(backward rows: / (10 d^2))\n\n";
   out << "| method | n | d | ms | tokens/s | GFLOP/s | % roofline |\n|---|---:|---:|---:|---:|---:|---:|\n";
   for (auto& r : rows) {
-    if (r.method.rfind("decode_", 0) == 0 || r.method == "bandwidth_rw") continue;
+    if (r.method.rfind("decode_", 0) == 0 || r.method == "bandwidth_rw" || r.method.rfind("tile_", 0) == 0) continue;
     if (!r.skipped.empty()) {
       std::snprintf(buf, sizeof buf, "| %s | %lld | %lld | %s | | | |\n", r.method.c_str(), (long long)r.n,
                     (long long)r.d, r.skipped.c_str());
@@ -432,6 +459,16 @@ void summarise(const std::vector<Method>& list, std::ostream& out) {
                   (long long)r.n, (long long)r.d, r.seconds * 1e3,
                   dec ? std::to_string(static_cast<long long>(r.n * kHeads / r.seconds)).c_str() : "",
                   bw / 1e9, ref_bw > 0 ? 100 * bw / ref_bw : 0);
+    out << buf;
+  }
+
+  out << "\nThe register tile alone on hot data (MR x NR over k steps; k = block, beta 1: the state update's\n"
+      << "shape; k = 128, beta 0: the read-out's), against the same ISA's FMA peak:\n\n"
+      << "| row | k | beta | ns per tile | GFLOP/s | % of FMA peak |\n|---|---:|---:|---:|---:|---:|\n";
+  for (auto& r : rows) {
+    if (r.method.rfind("tile_", 0) != 0 || r.seconds <= 0) continue;
+    std::snprintf(buf, sizeof buf, "| %s | %lld | %lld | %.1f | %.1f | %.0f |\n", r.method.c_str(), (long long)r.n,
+                  (long long)r.d, r.seconds * 1e9, r.flops / r.seconds / 1e9, 100 * r.flops / r.seconds / r.roof);
     out << buf;
   }
 
@@ -615,6 +652,21 @@ int run(int argc, char** argv) {
                                  [d](benchmark::State& s) { bandwidth_row(s, d); })
         ->Unit(benchmark::kMillisecond)->MinTime(0.1)->UseRealTime();
   }
+  const auto add_tiles = [](auto path) {
+    constexpr Path P = decltype(path)::value;
+    const int64_t block = lightning::detail::default_block_size(128, 128, P);
+    for (const auto& [k, beta] : {std::pair<int64_t, float>{block, 1.0f}, {128, 0.0f}})
+      benchmark::RegisterBenchmark((std::string("tile_") + lightning::path_name(P) + "/k:" + std::to_string(k) +
+                                    "/beta:" + std::to_string(static_cast<int>(beta))).c_str(),
+                                   [k = k, beta = beta](benchmark::State& s) { tile_row<P>(s, k, beta); })
+          ->MinTime(cfg.smoke ? 0.001 : 0.1)->UseRealTime();
+  };
+#if LIGHTNING_HAVE_AVX2
+  add_tiles(std::integral_constant<Path, Path::avx2>{});
+#endif
+#if LIGHTNING_HAVE_AVX512
+  add_tiles(std::integral_constant<Path, Path::avx512>{});
+#endif
   benchmark::RunSpecifiedBenchmarks();
   problem(0, 0);  // frees the last shape's inputs before the memory children fork
 
