@@ -20,6 +20,7 @@ struct Ops {
   using Vec = __m256;
   using Mask = __m256i;
   static constexpr int W = 8;
+  static constexpr bool unroll_k = true;  // the k loop of simd::tile four steps at a time
   // Lanes [0, count) set, count clamped to [0, 8].
   static Mask lane_mask(int count) {
     alignas(32) static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
