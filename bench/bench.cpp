@@ -314,7 +314,7 @@ void bandwidth_row(benchmark::State& state, int64_t d) {
 /**
  * The path's register tile (Kernels<P>::gemm_tile, MR x NR) over k steps, again and again on data
  * that stays in L1, B's rows an odd number of cache lines apart as the running state's: k = the
- * default block with beta = 1 is the state update's shape, k = d with beta = 0 the read-out's.
+ * default block with beta = 1 is the state update's shape, k = 128 with beta = 0 the read-out's.
  */
 template <Path P>
 void tile_row(benchmark::State& state, int64_t k, float beta) {
