@@ -181,6 +181,12 @@ Row& row_for(const std::string& m, int64_t n, int64_t d) {
 // The last run of each (method, d), to predict the next n's time.
 std::map<std::pair<std::string, int64_t>, std::pair<int64_t, double>> last_run;
 
+/** The median of the per-pair ratios an alternated row collects (the upper one of an even count). */
+double median_ratio(std::vector<double> ratios) {
+  std::sort(ratios.begin(), ratios.end());
+  return ratios[ratios.size() / 2];
+}
+
 void sweep_row(benchmark::State& state, const Method& m, int64_t n, int64_t d) {
   Row& row = row_for(m.name, n, d);
   const auto key = std::make_pair(m.name, d);
@@ -219,10 +225,7 @@ void sweep_row(benchmark::State& state, const Method& m, int64_t n, int64_t d) {
   }
   const double s = (std::chrono::duration<double>(Clock::now() - t0).count() - paused) /
                    static_cast<double>(state.iterations());
-  if (!ratios.empty()) {
-    std::sort(ratios.begin(), ratios.end());
-    row.ratio = ratios[ratios.size() / 2];
-  }
+  if (!ratios.empty()) row.ratio = median_ratio(ratios);
   const double tokens = static_cast<double>(kHeads * n);
   row.seconds = s;
   row.flops = m.flops(n, d);
@@ -279,14 +282,13 @@ void decode_row(benchmark::State& state, Path path, int64_t d) {
     steps += step;
     state.ResumeTiming();
   }
-  std::sort(ratios.begin(), ratios.end());
   const double s = steps / static_cast<double>(state.iterations());
   const double bytes = 2.0 * static_cast<double>(states.size() * sizeof(float));  // each state read and written once
   Row& row = row_for(std::string("decode_") + lightning::path_name(path), batch, d);
   row.seconds = s;
   row.flops = recurrent_flops(1, d) * static_cast<double>(batch);
   row.roof = bytes;  // decode rows keep the bytes moved per step here
-  row.ratio = ratios[ratios.size() / 2];
+  row.ratio = median_ratio(ratios);
   state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(batch * kHeads), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["seq_tokens/s"] = benchmark::Counter(1, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["state_bytes/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate,
@@ -328,6 +330,7 @@ void tile_row(benchmark::State& state, int64_t k, float beta) {
     benchmark::ClobberMemory();
   }
   const double s = std::chrono::duration<double>(Clock::now() - t0).count() / static_cast<double>(state.iterations());
+  // A tile row keeps k where the sweep rows keep n and beta (0 or 1) where they keep d.
   Row& row = row_for(std::string("tile_") + lightning::path_name(P), k, static_cast<int64_t>(beta));
   row.seconds = s;
   row.flops = 2.0 * Ker::MR * Ker::NR * static_cast<double>(k);

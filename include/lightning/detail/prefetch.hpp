@@ -74,10 +74,7 @@ struct Prefetcher {
       const Stream& s = streams[s_at];
       const int64_t take = std::min(left, s.lines - s_line);
       const char* p = s.row + s_row * s.stride + s_line * 64;
-      if (s.write)
-        for (int64_t l = 0; l < take; ++l) prefetch_line(p + 64 * l, true);
-      else
-        for (int64_t l = 0; l < take; ++l) prefetch_line(p + 64 * l, false);
+      for (int64_t l = 0; l < take; ++l) prefetch_line(p + 64 * l, s.write);
       left -= take;
       if ((s_line += take) == s.lines) {
         s_line = 0;
