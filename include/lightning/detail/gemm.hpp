@@ -20,12 +20,25 @@ enum class Part {
 
 /**
  * The rows of the register tile that starts `rest` rows before the end: MR, except that a rest
- * between MR and 2 MR is split into two near-equal tiles (128 rows at MR = 6 end with 4 + 4, not
- * 6 + 2: a 2-row tile has too few accumulators to hide the FMA latency and runs at half speed).
+ * between MR and 2 MR is split into two near-equal tiles (20 rows at MR = 8 end with 6 + 6, not
+ * 8 + 4: a tile of few rows has too few accumulators to hide the FMA latency and runs slower).
  */
 template <int MR>
 inline int row_tile(int64_t rest) {
   return rest > MR && rest < 2 * MR ? static_cast<int>((rest + 1) / 2) : static_cast<int>(std::min<int64_t>(MR, rest));
+}
+
+/**
+ * The columns of the register tile that starts `rest` columns before the end: NR, except that a rest
+ * between NR and 2 NR is split into two tiles of whole vectors, the first the wider (128 columns at
+ * NR = 24, W = 8 end with 16 + 16, not 24 + 8: a one-vector tile of MR = 4 rows has 4 accumulators,
+ * too few to hide the FMA latency). Like row_tile, it never changes how many tiles cover a row.
+ */
+template <Path P>
+inline int col_tile(int64_t rest) {
+  using Ker = kernels::Kernels<P>;
+  if (rest > Ker::NR && rest < 2 * Ker::NR) return static_cast<int>((rest + 2 * Ker::W - 1) / (2 * Ker::W) * Ker::W);
+  return static_cast<int>(std::min<int64_t>(Ker::NR, rest));
 }
 
 /** A callable that does nothing: the default after_tile of the loops below. */
@@ -45,8 +58,9 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
     // upper_k: the triangle row by row (row i0+r over k in [i0+r, i0+mr)), then the whole tile over
     // k >= i0+mr (K >= M here).
     const int64_t kc = part == Part::lower_k ? std::min(K, i0) : K;
-    for (int64_t j0 = 0; j0 < N; j0 += Ker::NR) {
-      const int nr = static_cast<int>(std::min<int64_t>(Ker::NR, N - j0));
+    for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
+      const int nr = col_tile<P>(N - j0);
+      cols = nr;
       float* c = C + i0 * ldc + j0;
       if (part == Part::lower_k) {
         if (kc > 0) Ker::gemm_tile(mr, nr, kc, A + i0 * lda, lda, B + j0, ldb, c, ldc, beta);
@@ -116,8 +130,10 @@ void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda
     const int mr = row_tile<Ker::MR>(M - i0);
     rows = mr;
     const auto [c0, c1] = triangle_columns<P>(upper, i0, mr, M, ldc);
-    for (int64_t j0 = c0; j0 < c1; j0 += Ker::NR) {
-      Ker::gemm_tile(mr, static_cast<int>(std::min<int64_t>(Ker::NR, c1 - j0)), K, A + i0 * lda, lda, B + j0, ldb,
+    for (int64_t j0 = c0, cols = 0; j0 < c1; j0 += cols) {
+      const int nr = col_tile<P>(c1 - j0);
+      cols = nr;
+      Ker::gemm_tile(mr, nr, K, A + i0 * lda, lda, B + j0, ldb,
                      C + i0 * ldc + j0, ldc, 0.0f);
       after_tile();
     }
@@ -144,15 +160,18 @@ void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float
     return;
   }
   const bool lower = part == Part::lower_k;
-  for (int64_t j0 = 0; j0 < N; j0 += Ker::NR)
+  for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
+    const int nr = col_tile<P>(N - j0);
+    cols = nr;
     for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
       const int mr = row_tile<Ker::MR>(M - i0);
       rows = mr;
       const int64_t k0 = lower ? 0 : i0, k1 = lower ? std::min(M, i0 + mr) : M;
-      Ker::gemm_tile2(mr, static_cast<int>(std::min<int64_t>(Ker::NR, N - j0)), {kx, X + i0 * ldx, ldx, Y + j0, ldy},
+      Ker::gemm_tile2(mr, nr, {kx, X + i0 * ldx, ldx, Y + j0, ldy},
                       {k1 - k0, T + i0 * ldt + k0, ldt, B + k0 * ldb + j0, ldb}, C + i0 * ldc + j0, ldc, beta);
       after_tile();
     }
+  }
 }
 
 /**
@@ -173,8 +192,10 @@ void gemm_plus_lower_right(int64_t M, int64_t N, int64_t kx, const float* X, int
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {  // a row tile's slice of X is read once, then from L1
     const int mr = row_tile<Ker::MR>(M - i0);
     rows = mr;
-    for (int64_t j0 = 0; j0 < N; j0 += Ker::NR) {
-      Ker::gemm_tile2(mr, static_cast<int>(std::min<int64_t>(Ker::NR, N - j0)), {kx, X + i0 * ldx, ldx, Y + j0, ldy},
+    for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
+      const int nr = col_tile<P>(N - j0);
+      cols = nr;
+      Ker::gemm_tile2(mr, nr, {kx, X + i0 * ldx, ldx, Y + j0, ldy},
                       {N - j0, A + i0 * lda + j0, lda, L + j0 * ldl + j0, ldl, std::min<int64_t>(Ker::W, N - j0)},
                       C + i0 * ldc + j0, ldc, beta);
       after_tile();
