@@ -1,16 +1,80 @@
-// Times the forward at 1 and N threads, alternating, and prints the median speed-up per shape.
+// Times the forward at 1 and N threads, alternating, and prints the median speed-up per shape beside
+// what the machine itself gave N threads at once in the same repetitions: an FMA loop and a
+// read+write pass, each run on 1 thread and on N threads together, as the ratio of throughputs.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <thread>
 #include <vector>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #include "lightning/lightning.hpp"
+
+namespace {
+
+double median(std::vector<double> x) {
+  std::sort(x.begin(), x.end());
+  return x[x.size() / 2];
+}
+
+/** Wall seconds of body(t) run on `threads` std::threads at once, t = 0 .. threads - 1. */
+template <class Body>
+double wall_seconds(int threads, Body body) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(body, t);
+  for (auto& th : pool) th.join();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/** 16 independent FMA chains on 8-lane vectors (or floats), so only the FMA units' throughput limits it. */
+float fma_loop(int64_t iters) {
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256 acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
+  volatile float va = 0.9999f, vb = 1e-6f;  // not constants, so a * b is not folded away
+  const __m256 a = _mm256_set1_ps(va), b = _mm256_set1_ps(vb);
+  for (int64_t it = 0; it < iters; ++it)
+    for (auto& x : acc) x = _mm256_fmadd_ps(a, b, x);
+  float sum = 0;
+  for (auto& x : acc) sum += _mm256_cvtss_f32(x);
+  return sum;
+#else
+  float acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = static_cast<float>(i);
+  volatile float va = 0.9999f, vb = 1e-6f;
+  const float a = va, b = vb;
+  for (int64_t it = 0; it < iters; ++it)
+    for (auto& x : acc) x = a * b + x;
+  float sum = 0;
+  for (float x : acc) sum += x;
+  return sum;
+#endif
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2, reps = argc > 2 ? std::atoi(argv[2]) : 5;
   const int64_t n = argc > 3 ? std::atoll(argv[3]) : 262144;
+
+  // What the machine gives `threads` threads at once, measured in the same repetitions as each shape
+  // (a shared machine's share moves from minute to minute): an FMA loop, and a read+write pass over
+  // 64 MiB per thread, beyond the last-level cache.
+  std::vector<float> sinks(static_cast<size_t>(threads));  // one per thread, read at the end
+  const auto fma = [&](int t) { sinks[static_cast<size_t>(t)] += fma_loop(20'000'000); };
+  const size_t floats = size_t{16} << 20;
+  std::vector<std::vector<float>> buffers(static_cast<size_t>(threads), std::vector<float>(floats, 1.0f));
+  const auto pass = [&](int t) {
+    float* x = buffers[static_cast<size_t>(t)].data();
+    for (int round = 0; round < 2; ++round)
+      for (size_t i = 0; i < floats; ++i) x[i] = x[i] * 0.5f + 0.25f;
+  };
   struct Shape { int64_t heads, d; };
   for (const Shape s : {Shape{1, 128}, Shape{8, 128}, Shape{1, 64}, Shape{8, 64}}) {
     const size_t size = static_cast<size_t>(s.heads * n * s.d);
@@ -30,18 +94,18 @@ int main(int argc, char** argv) {
                          opt);
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
-    std::vector<double> one, many, ratio;
+    std::vector<double> one, many, ratio, fma_ratio, pass_ratio;
     for (int r = 0; r < reps; ++r) {
+      fma_ratio.push_back(threads * wall_seconds(1, fma) / wall_seconds(threads, fma));
       one.push_back(time(1));
       many.push_back(time(threads));
       ratio.push_back(one.back() / many.back());
+      pass_ratio.push_back(threads * wall_seconds(1, pass) / wall_seconds(threads, pass));
     }
-    auto median = [](std::vector<double> x) {
-      std::sort(x.begin(), x.end());
-      return x[x.size() / 2];
-    };
-    std::printf("heads %lld d %lld n %lld: 1 thread %.3f s, %d threads %.3f s, speed-up (median of %d ratios) %.2fx\n",
+    std::printf("heads %lld d %lld n %lld: 1 thread %.3f s, %d threads %.3f s, speed-up (median of %d ratios) %.2fx;"
+                " the machine, %d threads against 1: FMA loop %.2fx, read+write pass %.2fx\n",
                 static_cast<long long>(s.heads), static_cast<long long>(s.d), static_cast<long long>(n), median(one),
-                threads, median(many), reps, median(ratio));
+                threads, median(many), reps, median(ratio), threads, median(fma_ratio), median(pass_ratio));
   }
+  if (sinks[0] == 1.0f) std::printf(" ");  // keeps the FMA loops' results alive
 }
