@@ -1,10 +1,13 @@
 // The packed transposes (detail/pack.hpp) against a plain loop, on every path: whole 16 x 16 and
-// 8 x 8 register tiles, the L-shaped rests they leave and the edges no tile fits.
+// 8 x 8 register tiles, the L-shaped rests they leave and the edges no tile fits. And the loops over
+// register tiles (detail/gemm.hpp) against a loop in double, at the sizes where they split a rest.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "lightning/detail/gemm.hpp"
 #include "lightning/detail/pack.hpp"
 #include "util.hpp"
 
@@ -42,6 +45,85 @@ TEST_P(Pack, TransposesMatchALoop) {
 }
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(Pack);
+
+class TileLoops : public ::testing::TestWithParam<Path> {};
+
+TEST_P(TileLoops, ColumnTilesCoverARowOnceInWholeVectors) {
+  detail::with_path(GetParam(), [&](auto path) {
+    constexpr Path P = decltype(path)::value;
+    using Ker = kernels::Kernels<P>;
+    for (int64_t n = 1; n <= 5 * Ker::NR + 3; ++n) {
+      std::vector<int> widths;
+      for (int64_t j0 = 0; j0 < n; j0 += widths.back()) widths.push_back(detail::col_tile<P>(n - j0));
+      int64_t sum = 0;
+      for (size_t t = 0; t < widths.size(); ++t) {
+        sum += widths[t];
+        EXPECT_GE(widths[t], 1) << n;
+        EXPECT_LE(widths[t], Ker::NR) << n;
+        if (t + 1 < widths.size()) {  // only the last tile may be partial
+          EXPECT_EQ(widths[t] % Ker::W, 0) << n << ", tile " << t;
+        }
+      }
+      EXPECT_EQ(sum, n);
+      EXPECT_EQ(static_cast<int64_t>(widths.size()), (n + Ker::NR - 1) / Ker::NR) << n;  // tile_count's count
+      if (n > Ker::NR) {  // the last two tiles differ by at most one vector: no one-vector rest beside a full tile
+        const auto vectors = [](int w) { return (w + Ker::W - 1) / Ker::W; };
+        EXPECT_LE(vectors(widths[widths.size() - 2]) - vectors(widths.back()), 1) << n;
+      }
+    }
+  });
+}
+
+// C = beta C + A B over its part (row i over k <= i, k >= i or all k) and C = beta C + X Y + T B with T
+// a causal triangle, against a loop in double; every entry within 1e-5 of the sum of its terms'
+// magnitudes (at most 40 terms in float), the padding columns of C untouched.
+TEST_P(TileLoops, ProductsMatchALoop) {
+  const int64_t rows[] = {1, 3, 4, 5, 7, 8, 9, 13, 20}, cols[] = {1, 7, 8, 9, 16, 23, 24, 25, 31, 32, 33, 40, 47, 48, 49, 64, 80};
+  for (int64_t M : rows)
+    for (int64_t N : cols) {
+      const int64_t K = M + 5, ld = N + 3;
+      const auto A = randn(static_cast<size_t>(M * K), 1.0f, static_cast<uint64_t>(M * 1000 + N));
+      const auto B = randn(static_cast<size_t>(K * ld), 1.0f, static_cast<uint64_t>(M * 1000 + N + 1));
+      const auto C0 = randn(static_cast<size_t>(M * ld), 1.0f, static_cast<uint64_t>(M * 1000 + N + 2));
+      for (int part = 0; part < 4; ++part) {
+        std::vector<float> C = C0;
+        std::vector<float> T(static_cast<size_t>(M * M));  // for part 3: A's first M columns, lower triangle
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t k = 0; k <= i; ++k) T[static_cast<size_t>(i * M + k)] = A[static_cast<size_t>(i * K + k)];
+        const float beta = 0.5f;
+        detail::with_path(GetParam(), [&](auto path) {
+          constexpr Path P = decltype(path)::value;
+          if (part < 3)
+            detail::gemm<P>(part == 0 ? detail::Part::full : part == 1 ? detail::Part::lower_k : detail::Part::upper_k, M,
+                            N, K, A.data(), K, B.data(), ld, C.data(), ld, beta);
+          else  // X = A's last 5 columns, Y = B's last 5 rows; T B over B's first M rows
+            detail::gemm_plus_triangle<P>(detail::Part::lower_k, M, N, 5, A.data() + M, K, B.data() + M * ld, ld,
+                                          T.data(), M, B.data(), ld, true, C.data(), ld, beta);
+        });
+        int64_t wrong = 0;
+        for (int64_t i = 0; i < M; ++i)
+          for (int64_t j = 0; j < ld; ++j) {
+            const size_t at = static_cast<size_t>(i * ld + j);
+            if (j >= N) {
+              wrong += C[at] != C0[at];
+              continue;
+            }
+            double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
+            for (int64_t k = 0; k < K; ++k) {
+              // part 3: X Y over k in [M, K), T B over k <= i
+              const bool in = part == 0 ? true : part == 1 ? k <= i : part == 2 ? k >= i : k >= M || k <= i;
+              if (!in) continue;
+              const double term = static_cast<double>(A[static_cast<size_t>(i * K + k)]) * B[static_cast<size_t>(k * ld + j)];
+              ref += term, mag += std::abs(term);
+            }
+            wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
+          }
+        EXPECT_EQ(wrong, 0) << "part " << part << ", " << M << " x " << N;
+      }
+    }
+}
+
+LIGHTNING_INSTANTIATE_FOR_PATHS(TileLoops);
 
 }  // namespace
 }  // namespace lightning::test
