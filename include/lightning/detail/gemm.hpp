@@ -133,8 +133,7 @@ void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda
     for (int64_t j0 = c0, cols = 0; j0 < c1; j0 += cols) {
       const int nr = col_tile<P>(c1 - j0);
       cols = nr;
-      Ker::gemm_tile(mr, nr, K, A + i0 * lda, lda, B + j0, ldb,
-                     C + i0 * ldc + j0, ldc, 0.0f);
+      Ker::gemm_tile(mr, nr, K, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, 0.0f);
       after_tile();
     }
     after_rows(i0, mr);

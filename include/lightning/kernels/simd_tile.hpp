@@ -46,8 +46,9 @@ template <class Ops, int R, int V, bool full>
  * loop runs four steps at a time: on avx2 its own add, compare and branch were 16% of the tiles'
  * instructions at d = 64 (callgrind; not unrolled, the 4 x 24 tile measured 1.4-1.5x the time).
  * avx2's 4 x 24 tile issues about 21 instructions per 12 FMAs, 3.5 per cycle at the FMA peak; on
- * Zen 4 it runs at 71-73% (k = 24, beta 1) and 89-91% (k = 128) of the peak alone on hot data (the
- * benchmark's tile_ rows; two runs of three, 48% and 57% in a slow spell). avx512's 8 x 32 tile, 26 instructions per 16 FMAs, reaches 85-99% and
+ * Zen 4 it runs at 76-89% (k = 24, beta 1) and 89-93% (k = 128) of the peak alone on hot data (the
+ * benchmark's tile_ rows, three runs), where the 6 x 16 tile before it, 23 instructions per 12 FMAs,
+ * ran at 61-71% and 73-85%. avx512's 8 x 32 tile, 26 instructions per 16 FMAs, reaches 87-97% and
  * measured 1-2% slower unrolled.
  */
 template <class Ops, int R, int V, bool full>
