@@ -27,11 +27,8 @@
 #include <lightning/reference/reference.hpp>
 
 #include "../tools/cpu_seconds.hpp"
+#include "../tools/fma_chains.hpp"
 #include "methods.hpp"
-
-#if LIGHTNING_HAVE_AVX2 || LIGHTNING_HAVE_AVX512
-#include <immintrin.h>
-#endif
 
 namespace bench {
 namespace {
@@ -50,62 +47,19 @@ struct Config {
 };
 Config cfg;
 
-// ---- FMA peaks: one loop per ISA, 16 independent accumulators so only throughput limits it. The
-// accumulator is the addend (a * b + acc): with it as a multiplicand Zen's FMA runs at half rate.
+// ---- FMA peaks: tools/fma_chains.hpp's loop per ISA, best of five runs.
 
-/** What the FMA loop needs of an ISA: its vector type and lanes, broadcast, fused multiply-add, first lane. */
-template <Path P>
-struct Simd;
-template <>
-struct Simd<Path::scalar> {
-  using Vec = float;
-  static constexpr int kLanes = 1;
-  static float set1(float x) { return x; }
-  static float fmadd(float a, float b, float c) { return std::fma(a, b, c); }
-  static float first(float x) { return x; }
-};
-#if LIGHTNING_HAVE_AVX2
-template <>
-struct Simd<Path::avx2> {
-  using Vec = __m256;
-  static constexpr int kLanes = 8;
-  static __m256 set1(float x) { return _mm256_set1_ps(x); }
-  static __m256 fmadd(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
-  static float first(__m256 x) { return _mm256_cvtss_f32(x); }
-};
-#endif
-#if LIGHTNING_HAVE_AVX512
-template <>
-struct Simd<Path::avx512> {
-  using Vec = __m512;
-  static constexpr int kLanes = 16;
-  static __m512 set1(float x) { return _mm512_set1_ps(x); }
-  static __m512 fmadd(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
-  static float first(__m512 x) { return _mm512_cvtss_f32(x); }
-};
-#endif
-
-/** FLOP/s of 16 independent chains acc = a * b + acc on P's vectors, best of five runs. */
+/** FLOP/s of fma_chains<P>, best of five runs. */
 template <Path P>
 double fma_peak() {
-  using S = Simd<P>;
-  using Vec = typename S::Vec;
-  constexpr int kAcc = 16;
   const int64_t iters = 2'000'000;
   double best = 0;
   for (int run = 0; run < 5; ++run) {
-    Vec acc[kAcc];
-    for (int i = 0; i < kAcc; ++i) acc[i] = S::set1(static_cast<float>(i));
-    volatile float va = 0.9999f, vb = 1e-6f;  // not constants, so a * b is not folded away
-    const Vec a = S::set1(va), b = S::set1(vb);
     const auto t0 = Clock::now();
-    for (int64_t it = 0; it < iters; ++it)
-      for (int i = 0; i < kAcc; ++i) acc[i] = S::fmadd(a, b, acc[i]);
+    float sink = lightning::tools::fma_chains<P>(iters);
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    float sink = 0;
-    for (auto& x : acc) sink += S::first(x);
     benchmark::DoNotOptimize(sink);
-    best = std::max(best, 2.0 * S::kLanes * kAcc * iters / s);
+    best = std::max(best, lightning::tools::fma_chain_flops<P>(iters) / s);
   }
   return best;
 }

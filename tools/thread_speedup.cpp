@@ -9,10 +9,7 @@
 #include <thread>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
-
+#include "fma_chains.hpp"
 #include "lightning/lightning.hpp"
 
 namespace {
@@ -32,28 +29,12 @@ double wall_seconds(int threads, Body body) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-/** 16 independent FMA chains on 8-lane vectors (or floats), so only the FMA units' throughput limits it. */
+/** The FMA loop on 8-lane vectors where AVX2 is compiled in (floats otherwise). */
 float fma_loop(int64_t iters) {
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
-  volatile float va = 0.9999f, vb = 1e-6f;  // not constants, so a * b is not folded away
-  const __m256 a = _mm256_set1_ps(va), b = _mm256_set1_ps(vb);
-  for (int64_t it = 0; it < iters; ++it)
-    for (auto& x : acc) x = _mm256_fmadd_ps(a, b, x);
-  float sum = 0;
-  for (auto& x : acc) sum += _mm256_cvtss_f32(x);
-  return sum;
+#if LIGHTNING_HAVE_AVX2
+  return lightning::tools::fma_chains<lightning::Path::avx2>(iters);
 #else
-  float acc[16];
-  for (int i = 0; i < 16; ++i) acc[i] = static_cast<float>(i);
-  volatile float va = 0.9999f, vb = 1e-6f;
-  const float a = va, b = vb;
-  for (int64_t it = 0; it < iters; ++it)
-    for (auto& x : acc) x = a * b + x;
-  float sum = 0;
-  for (float x : acc) sum += x;
-  return sum;
+  return lightning::tools::fma_chains<lightning::Path::scalar>(iters);
 #endif
 }
 
