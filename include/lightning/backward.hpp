@@ -116,7 +116,7 @@ void backward(View<const T> q, View<const T> k, View<const T> v, View<const T> d
     if (d_slopes) std::fill_n(d_slopes, G, 0.0f);
     return;
   }
-  const int64_t block = options.block_size ? options.block_size : detail::default_block_size(d_k, d_v, options.path);
+  const int64_t block = options.block_size ? options.block_size : detail::default_backward_block_size(d_k, d_v, options.path);
   std::vector<double> slope_parts(d_slopes ? static_cast<size_t>(B * G) : 0);
   const detail::BackwardArgs<T> args{q,           k,          v,  d_o,      dq, dk, dv, state_in, d_state_out,
                                      d_state_in,  d_slopes ? slope_parts.data() : nullptr,

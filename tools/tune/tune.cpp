@@ -1,10 +1,13 @@
-// Times the forward per compiled path and block size against a same-ISA FMA peak measured in this process.
+// Times the forward and the backward per compiled path and block size against a same-ISA FMA peak
+// measured in this process.
 //
-// Usage: lightning_tune [n] [heads] [reps]; prints one line per (path, d, block) with tokens/s and the
-// fraction of the roofline peak / (4 d_k d_v) (SPEC.md), the best of `reps` runs (the peak is the
-// best of three, measured again before each d).
-#include <immintrin.h>
-
+// Usage: lightning_tune [n] [heads] [reps]; prints one line per (path, d, block): the forward's
+// tokens/s and fraction of the roofline peak / (4 d_k d_v) (SPEC.md), the backward's tokens/s (dq, dk
+// and dv), and three ratios of times taken in the same repetition: the forward at this block over
+// the forward at its default block, the backward likewise, and the backward at this block over the
+// forward at its default block (issue 5's ratio). Each figure is the median of `reps` repetitions
+// (the peak is the best of three, measured again before each d). On a shared machine the paired
+// ratios are what to compare: the load changes between blocks, not within a repetition.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -13,6 +16,7 @@
 #include <random>
 #include <vector>
 
+#include "../fma_chains.hpp"
 #include "lightning/lightning.hpp"
 
 using namespace lightning;
@@ -22,51 +26,32 @@ namespace {
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// FLOP/s of a loop of independent FMAs (enough chains to cover latency x ports) of one vector width:
-// the bench's loop (bench/bench.cpp), 16 chains with the accumulator as the addend, so that both tools
-// measure the same peak.
-template <class V, V (*fma)(V, V, V), V (*set1)(float)>
-double fma_peak(int lanes) {
-  constexpr int chains = 16;
-  V acc[chains];
-  for (int c = 0; c < chains; ++c) acc[c] = set1(static_cast<float>(c));
-  volatile float vx = 0.9999f, vy = 1e-6f;  // not constants, so x * y is not folded away
-  const V x = set1(vx), y = set1(vy);
-  const long iters = 20'000'000;
-  const auto t0 = Clock::now();
-  for (long i = 0; i < iters; ++i)
-    for (int c = 0; c < chains; ++c) acc[c] = fma(x, y, acc[c]);
-  const double s = seconds_since(t0);
-  float sink = 0;
-  for (int c = 0; c < chains; ++c) {
-    alignas(64) float tmp[16];
-    std::copy_n(reinterpret_cast<const float*>(&acc[c]), 1, tmp);
-    sink += tmp[0];
-  }
-  if (sink == 12345.0f) std::puts("");  // keeps the loop alive
-  return 2.0 * lanes * chains * iters / s;
-}
-
-__m256 fma256(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
-__m256 set256(float x) { return _mm256_set1_ps(x); }
-#if LIGHTNING_HAVE_AVX512
-__m512 fma512(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
-__m512 set512(float x) { return _mm512_set1_ps(x); }
-#endif
-
-double peak_of(Path p) {
+/** FLOP/s of tools/fma_chains.hpp's loop (the bench's peak), best of three runs. */
+template <Path P>
+double fma_peak() {
   double best = 0;
   for (int r = 0; r < 3; ++r) {
-#if LIGHTNING_HAVE_AVX512
-    if (p == Path::avx512) best = std::max(best, fma_peak<__m512, fma512, set512>(16));
-#endif
-    if (p == Path::avx2) best = std::max(best, fma_peak<__m256, fma256, set256>(8));
+    const int64_t iters = 20'000'000;
+    const auto t0 = Clock::now();
+    const float sink = tools::fma_chains<P>(iters);
+    const double s = seconds_since(t0);
+    if (sink == 12345.0f) std::puts("");  // keeps the loop alive
+    best = std::max(best, tools::fma_chain_flops<P>(iters) / s);
   }
   return best;
 }
 
-// The fastest run: on a machine shared with other jobs, other load only ever slows a run down.
-double fastest(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
+double peak_of(Path p) {
+#if LIGHTNING_HAVE_AVX512
+  if (p == Path::avx512) return fma_peak<Path::avx512>();
+#endif
+  return fma_peak<Path::avx2>();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 
 }  // namespace
 
@@ -76,33 +61,55 @@ int main(int argc, char** argv) {
   const int reps = argc > 3 ? std::atoi(argv[3]) : 3;
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::printf("n = %lld, heads = %lld, batch 1, fp32, decay on, 1 thread, best of %d\n", (long long)n,
+  std::printf("n = %lld, heads = %lld, batch 1, fp32, decay on, 1 thread, median of %d\n", (long long)n,
               (long long)heads, reps);
-  std::printf("%-7s %4s %6s %12s %9s\n", "path", "d", "block", "tokens/s", "roofline");
+  std::printf("%-7s %4s %6s %12s %9s %8s %12s %8s %8s\n", "path", "d", "block", "fwd tok/s", "roofline", "/default",
+              "bwd tok/s", "/default", "bwd/fwd");
   for (Path p : compiled_paths) {
     if (p == Path::scalar) continue;
     for (int64_t d : {64, 128}) {
       const double peak = peak_of(p);
-      std::printf("# %s FMA peak %.1f GFLOP/s\n", path_name(p), peak * 1e-9);
-      std::vector<float> q(heads * n * d), k(q.size()), v(q.size()), o(q.size()), slopes(heads);
-      for (auto* x : {&q, &k, &v})
+      std::vector<float> q(heads * n * d), k(q.size()), v(q.size()), o(q.size()), dq(q.size()), dk(q.size()),
+          dv(q.size()), slopes(heads);
+      for (auto* x : {&q, &k, &v, &o})
         for (float& e : *x) e = nd(rng) * 0.1f;
       for (int64_t h = 0; h < heads; ++h) slopes[h] = std::ldexp(1.0f, -static_cast<int>(h + 1));  // MiniMax's, as the bench
-      for (int64_t block : {16, 24, 32, 48, 64, 96, 128}) {
+      const auto view = [&](std::vector<float>& x) { return bhnd(x.data(), 1, heads, n, d); };
+      const auto time = [&](bool backward_pass, int64_t block) {
         Options opt;
         opt.slopes = slopes.data();
         opt.block_size = block;
         opt.path = p;
-        std::vector<double> rates;
+        const auto t0 = Clock::now();
+        if (backward_pass)
+          backward<float>(view(q), view(k), view(v), view(o), view(dq), view(dk), view(dv), opt);
+        else  // into dq, which the backward overwrites; its d_o (o) stays as drawn
+          forward<float>(view(q), view(k), view(v), view(dq), opt);
+        return seconds_since(t0);
+      };
+      const int64_t fwd_default = detail::default_block_size(d, d, p);
+      const int64_t bwd_default = detail::default_backward_block_size(d, d, p);
+      std::printf("# %s FMA peak %.1f GFLOP/s; default blocks: forward %lld, backward %lld\n", path_name(p), peak * 1e-9,
+                  (long long)fwd_default, (long long)bwd_default);
+      for (int64_t block : {16, 24, 32, 48, 64, 96, 128}) {
+        std::vector<double> fwd, bwd, fwd_vs_default, bwd_vs_default, bwd_vs_fwd;
         for (int r = 0; r < reps; ++r) {
-          const auto t0 = Clock::now();
-          forward(bhnd<const float>(q.data(), 1, heads, n, d), bhnd<const float>(k.data(), 1, heads, n, d),
-                  bhnd<const float>(v.data(), 1, heads, n, d), bhnd(o.data(), 1, heads, n, d), opt);
-          rates.push_back(static_cast<double>(heads * n) / seconds_since(t0));
+          // Alternately first, so that neither of a pair always runs on a warmer cache.
+          const bool first = r % 2 == 0;
+          double f0 = first ? time(false, fwd_default) : 0, f = time(false, block);
+          if (!first) f0 = time(false, fwd_default);
+          double b0 = first ? time(true, bwd_default) : 0, b = time(true, block);
+          if (!first) b0 = time(true, bwd_default);
+          fwd.push_back(f);
+          bwd.push_back(b);
+          fwd_vs_default.push_back(f / f0);
+          bwd_vs_default.push_back(b / b0);
+          bwd_vs_fwd.push_back(b / f0);
         }
-        const double rate = fastest(rates);
-        std::printf("%-7s %4lld %6lld %12.0f %8.1f%%\n", path_name(p), (long long)d, (long long)block, rate,
-                    100.0 * rate / (peak / (4.0 * d * d)));
+        const double tokens = static_cast<double>(heads * n), rate = tokens / median(fwd);
+        std::printf("%-7s %4lld %6lld %12.0f %8.1f%% %8.3f %12.0f %8.3f %8.2f\n", path_name(p), (long long)d,
+                    (long long)block, rate, 100.0 * rate / (peak / (4.0 * d * d)), median(fwd_vs_default),
+                    tokens / median(bwd), median(bwd_vs_default), median(bwd_vs_fwd));
         std::fflush(stdout);
       }
     }
