@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "lightning/detail/gemm.hpp"
@@ -85,11 +86,13 @@ TEST_P(TileLoops, ProductsMatchALoop) {
       const auto A = randn(static_cast<size_t>(M * K), 1.0f, static_cast<uint64_t>(M * 1000 + N));
       const auto B = randn(static_cast<size_t>(K * ld), 1.0f, static_cast<uint64_t>(M * 1000 + N + 1));
       const auto C0 = randn(static_cast<size_t>(M * ld), 1.0f, static_cast<uint64_t>(M * 1000 + N + 2));
-      for (int part = 0; part < 4; ++part) {
+      for (int part = 0; part < 5; ++part) {
         std::vector<float> C = C0;
-        std::vector<float> T(static_cast<size_t>(M * M));  // for part 3: A's first M columns, lower triangle
+        // For parts 3 and 4: A's first M columns, lower and upper triangle.
+        std::vector<float> T(static_cast<size_t>(M * M));
         for (int64_t i = 0; i < M; ++i)
-          for (int64_t k = 0; k <= i; ++k) T[static_cast<size_t>(i * M + k)] = A[static_cast<size_t>(i * K + k)];
+          for (int64_t k = 0; k < M; ++k)
+            if (part == 3 ? k <= i : k >= i) T[static_cast<size_t>(i * M + k)] = A[static_cast<size_t>(i * K + k)];
         const float beta = 0.5f;
         detail::with_path(GetParam(), [&](auto path) {
           constexpr Path P = decltype(path)::value;
@@ -97,8 +100,8 @@ TEST_P(TileLoops, ProductsMatchALoop) {
             detail::gemm<P>(part == 0 ? detail::Part::full : part == 1 ? detail::Part::lower_k : detail::Part::upper_k, M,
                             N, K, A.data(), K, B.data(), ld, C.data(), ld, beta);
           else  // X = A's last 5 columns, Y = B's last 5 rows; T B over B's first M rows
-            detail::gemm_plus_triangle<P>(detail::Part::lower_k, M, N, 5, A.data() + M, K, B.data() + M * ld, ld,
-                                          T.data(), M, B.data(), ld, true, C.data(), ld, beta);
+            detail::gemm_plus_triangle<P>(part == 3 ? detail::Part::lower_k : detail::Part::upper_k, M, N, 5, A.data() + M,
+                                          K, B.data() + M * ld, ld, T.data(), M, B.data(), ld, C.data(), ld, beta);
         });
         int64_t wrong = 0;
         for (int64_t i = 0; i < M; ++i)
@@ -110,8 +113,12 @@ TEST_P(TileLoops, ProductsMatchALoop) {
             }
             double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
             for (int64_t k = 0; k < K; ++k) {
-              // part 3: X Y over k in [M, K), T B over k <= i
-              const bool in = part == 0 ? true : part == 1 ? k <= i : part == 2 ? k >= i : k >= M || k <= i;
+              // parts 3 and 4: X Y over k in [M, K), T B over k <= i or k >= i
+              const bool in = part == 0   ? true
+                              : part == 1 ? k <= i
+                              : part == 2 ? k >= i
+                              : part == 3 ? k >= M || k <= i
+                                          : k >= M || k >= i;
               if (!in) continue;
               const double term = static_cast<double>(A[static_cast<size_t>(i * K + k)]) * B[static_cast<size_t>(k * ld + j)];
               ref += term, mag += std::abs(term);
@@ -119,6 +126,47 @@ TEST_P(TileLoops, ProductsMatchALoop) {
             wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
           }
         EXPECT_EQ(wrong, 0) << "part " << part << ", " << M << " x " << N;
+      }
+    }
+}
+
+// A NaN in row p of B reaches through a triangle only the rows that sum over k = p (lower_k: i >= p;
+// upper_k: i <= p), in gemm's parts and in gemm_plus_triangle: the diagonal blocks skip the
+// triangle's zeros, never multiply them. Rows the NaN must not reach keep the values of a NaN-free B.
+TEST_P(TileLoops, TriangleKeepsANaNToItsRows) {
+  for (int64_t M : {1, 3, 4, 5, 8, 9, 13, 20, 32})
+    for (int64_t N : {1, 8, 24, 33}) {
+      const auto A = randn(static_cast<size_t>(M * M), 1.0f, static_cast<uint64_t>(M * 100 + N));
+      const auto clean = randn(static_cast<size_t>(M * N), 1.0f, static_cast<uint64_t>(M * 100 + N + 1));
+      for (int variant = 0; variant < 4; ++variant) {  // gemm lower_k, upper_k; gemm_plus_triangle lower, upper
+        const bool lower = variant % 2 == 0;
+        const auto product = [&](const std::vector<float>& B) {
+          std::vector<float> C(static_cast<size_t>(M * N), 0.0f);
+          detail::with_path(GetParam(), [&](auto path) {
+            constexpr Path P = decltype(path)::value;
+            const auto part = lower ? detail::Part::lower_k : detail::Part::upper_k;
+            if (variant < 2)
+              detail::gemm<P>(part, M, N, M, A.data(), M, B.data(), N, C.data(), N, 0.0f);
+            else
+              detail::gemm_plus_triangle<P>(part, M, N, 0, A.data(), M, B.data(), N, A.data(), M, B.data(), N, C.data(),
+                                            N, 0.0f);
+          });
+          return C;
+        };
+        const auto reference = product(clean);
+        for (int64_t p = 0; p < M; ++p) {
+          std::vector<float> B = clean;
+          B[static_cast<size_t>(p * N + N / 2)] = std::numeric_limits<float>::quiet_NaN();
+          const auto C = product(B);
+          int64_t wrong = 0;
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j) {
+              const size_t at = static_cast<size_t>(i * N + j);
+              const bool reached = (lower ? i >= p : i <= p) && j == N / 2;
+              wrong += reached ? !std::isnan(C[at]) : C[at] != reference[at];
+            }
+          EXPECT_EQ(wrong, 0) << "variant " << variant << ", " << M << " x " << N << ", NaN in row " << p;
+        }
       }
     }
 }

@@ -260,7 +260,6 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
       transpose<P>(m, dv, V, ldv, w.vwt.data(), ldp, w.to_end_weighted.data());
     }
-    const bool k_finite = need_dq && all_finite(m, dk, K, ldk);
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
       int64_t ldq = 0, ldo;
       const float* Q = need_ds ? rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq) : nullptr;  // read only for d_slopes
@@ -301,8 +300,8 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (need_ds) mask_p(0, m);
         int64_t ldd;
         float* dQ = gradient_rows(a.dq, b, h, t0, w.dq, ldd);
-        gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, ldst, Pm, ldp, K, ldk,
-                              k_finite, dQ, ldd, 0.0f, tile);
+        gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, ldst, Pm, ldp, K, ldk, dQ,
+                              ldd, 0.0f, tile);
         store_rows<P>(dQ, ldd, a.dq, b, h, t0, m);
         if constexpr (std::is_same_v<T, float>)
           if (stash) {
@@ -436,8 +435,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       if (need_dv) {  // dV = A~^T dO + (lambda^{m-1-j} K) R, A~^T from K Q^T on and above the diagonal
         gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
                          [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, cpw); });
-        gemm_plus_triangle<P>(Part::upper_k, m, dv, inter ? dk : 0, w.kd.data(), dk, R, ldr, Pt, ldp, dO, ldo,
-                              all_finite(m, dv, dO, ldo), dV, lddv, beta, tile);
+        gemm_plus_triangle<P>(Part::upper_k, m, dv, inter ? dk : 0, w.kd.data(), dk, R, ldr, Pt, ldp, dO, ldo, dV, lddv,
+                              beta, tile);
       }
       if (update_r) {  // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
         const float r_beta = r_zero ? 0.0f : first ? decay_beta(R, dk * ldr, pw[m]) : 1.0f;

@@ -54,29 +54,15 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
     const int mr = row_tile<Ker::MR>(M - i0);
     rows = mr;
-    // lower_k: the whole tile over k < i0, then the mr x mr triangle row by row (K >= M here).
-    // upper_k: the triangle row by row (row i0+r over k in [i0+r, i0+mr)), then the whole tile over
-    // k >= i0+mr (K >= M here).
-    const int64_t kc = part == Part::lower_k ? std::min(K, i0) : K;
+    // lower_k: k in [0, i0 + mr), the last mr steps a diagonal block; upper_k: k in [i0, K), the
+    // first mr steps one (K >= M for both).
+    const int64_t k0 = part == Part::upper_k ? i0 : 0, k1 = part == Part::lower_k ? i0 + mr : K;
+    const int diagonal = part == Part::lower_k ? 1 : part == Part::upper_k ? -1 : 0;
     for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
       const int nr = col_tile<P>(N - j0);
       cols = nr;
-      float* c = C + i0 * ldc + j0;
-      if (part == Part::lower_k) {
-        if (kc > 0) Ker::gemm_tile(mr, nr, kc, A + i0 * lda, lda, B + j0, ldb, c, ldc, beta);
-        for (int r = 0; r < mr; ++r)
-          Ker::gemm_tile(1, nr, r + 1, A + (i0 + r) * lda + i0, lda, B + i0 * ldb + j0, ldb, c + r * ldc, ldc,
-                         kc > 0 ? 1.0f : beta);
-      } else if (part == Part::upper_k) {
-        const int64_t tri_end = i0 + mr;
-        for (int r = 0; r < mr; ++r)
-          Ker::gemm_tile(1, nr, mr - r, A + (i0 + r) * lda + i0 + r, lda, B + (i0 + r) * ldb + j0, ldb, c + r * ldc,
-                         ldc, beta);
-        if (K > tri_end)
-          Ker::gemm_tile(mr, nr, K - tri_end, A + i0 * lda + tri_end, lda, B + tri_end * ldb + j0, ldb, c, ldc, 1.0f);
-      } else {
-        Ker::gemm_tile(mr, nr, kc, A + i0 * lda, lda, B + j0, ldb, c, ldc, beta);
-      }
+      Ker::gemm_tile2(mr, nr, {0, A, lda, B, ldb}, {k1 - k0, A + i0 * lda + k0, lda, B + k0 * ldb + j0, ldb, 0, diagonal},
+                      C + i0 * ldc + j0, ldc, beta);
       after_tile();
     }
   }
@@ -142,22 +128,16 @@ void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda
 
 /**
  * C = beta C + X Y + T B over M x N, the inter-block plus intra-block sum of the read-outs and
- * gradients: X is M x kx and Y kx x N (kx = 0: no such term), T an M x M causal triangle whose
- * entries outside it are zeros (part lower_k: T[i][j] = 0 for j > i; upper_k: for j < i), B is M x N.
- * With `b_finite` (B holds no NaN or Inf) both terms meet in one register tile per (row tile, column
- * tile), the triangle's row tiles running over its zeros; otherwise row by row, so that a NaN in B
- * reaches only the rows that depend on it. after_tile() runs after each register tile.
+ * gradients: X is M x kx and Y kx x N (kx = 0: no such term), T an M x M causal triangle (part
+ * lower_k: row i over k <= i; upper_k: over k >= i), B is M x N. Both terms meet in one register
+ * tile per (row tile, column tile); the triangle's diagonal blocks skip its zeros, so that a NaN or
+ * Inf in B reaches only the rows that depend on it. after_tile() runs after each register tile.
  */
 template <Path P, class AfterTile = NoOp>
 void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float* X, int64_t ldx, const float* Y,
-                        int64_t ldy, const float* T, int64_t ldt, const float* B, int64_t ldb, bool b_finite,
-                        float* C, int64_t ldc, float beta, AfterTile&& after_tile = {}) {
+                        int64_t ldy, const float* T, int64_t ldt, const float* B, int64_t ldb, float* C, int64_t ldc,
+                        float beta, AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
-  if (!b_finite) {
-    if (kx > 0) gemm<P>(Part::full, M, N, kx, X, ldx, Y, ldy, C, ldc, beta, after_tile);
-    gemm<P>(part, M, N, M, T, ldt, B, ldb, C, ldc, kx > 0 ? 1.0f : beta, after_tile);
-    return;
-  }
   const bool lower = part == Part::lower_k;
   for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
     const int nr = col_tile<P>(N - j0);
@@ -167,7 +147,8 @@ void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float
       rows = mr;
       const int64_t k0 = lower ? 0 : i0, k1 = lower ? std::min(M, i0 + mr) : M;
       Ker::gemm_tile2(mr, nr, {kx, X + i0 * ldx, ldx, Y + j0, ldy},
-                      {k1 - k0, T + i0 * ldt + k0, ldt, B + k0 * ldb + j0, ldb}, C + i0 * ldc + j0, ldc, beta);
+                      {k1 - k0, T + i0 * ldt + k0, ldt, B + k0 * ldb + j0, ldb, 0, lower ? 1 : -1}, C + i0 * ldc + j0,
+                      ldc, beta);
       after_tile();
     }
   }

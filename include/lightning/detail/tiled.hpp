@@ -162,9 +162,6 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     // K^T plain and decayed towards the block's end: row j of K scaled by pow[m - 1 - j] = rev[j - m + 1].
     transpose_dual<P>(m, dk, K, ldk, w.kt.data(), w.kdt.data(), ldp, rev - m + 1);
-    // With finite values the masked zeros of P may meet V's later rows (0 * v = 0), so the read-out of
-    // a row tile runs over whole tiles; a NaN or Inf there must not reach earlier rows (0 * Inf is NaN).
-    const bool v_finite = all_finite(m, dv, V, ldv);
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
       int64_t ldq;
       const float* Q = rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq);
@@ -185,8 +182,8 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
         O = a.o.row(b, h, t0), ldo = a.o.seq_stride;
       else
         O = w.o.data(), ldo = dv;
-      gemm_plus_triangle<P>(Part::lower_k, m, dv, s_zero ? 0 : dk, w.qd.data(), dk, S, lds, Pm, ldp, V, ldv, v_finite, O,
-                            ldo, 0.0f, [&] { pf.tile(); });
+      gemm_plus_triangle<P>(Part::lower_k, m, dv, s_zero ? 0 : dk, w.qd.data(), dk, S, lds, Pm, ldp, V, ldv, O, ldo, 0.0f,
+                            [&] { pf.tile(); });
       if constexpr (!f32)
         for (int64_t i = 0; i < m; ++i) store_floats<P>(O + i * dv, dv, a.o.row(b, h, t0 + i));
     }

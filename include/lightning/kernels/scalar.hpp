@@ -18,6 +18,8 @@ struct Kernels<Path::scalar> {
     for (const simd::Operand* s : {&x, &y})
       for (int64_t p = 0; p < s->k; ++p)
         for (int r = 0; r < mr; ++r) {
+          // A diagonal block's zeros are skipped (simd::Operand): step p feeds rows r >= p - (k - mr) or r <= p.
+          if ((s->diagonal > 0 && r < p - (s->k - mr)) || (s->diagonal < 0 && r > p)) continue;
           const float a = s->A[r * s->lda + p];
           for (int c = 0; c < nr; ++c) acc[r][c] += a * s->B[p * s->ldb + c];
         }

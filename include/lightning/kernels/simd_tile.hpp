@@ -9,7 +9,10 @@ namespace lightning::kernels::simd {
 /**
  * One k-range of a tile's sum: A is mr x k (row stride lda), B is k x nr (row stride ldb). B's first
  * `narrow` rows are zero past the tile's first vector (a causal triangle's staircase): a kernel may
- * skip the other vectors there, or run over the zeros.
+ * skip the other vectors there, or run over the zeros. `diagonal` marks A's mr x mr diagonal block of
+ * a causal triangle, whose zeros are skipped, never multiplied (0 times a NaN or Inf in B is NaN):
+ * +1, the last mr steps, step k - mr + s feeding rows r >= s only (row i sums over k <= i); -1, the
+ * first mr steps, step s feeding rows r <= s only (row i sums over k >= i). k >= mr then.
  */
 struct Operand {
   int64_t k;
@@ -18,6 +21,7 @@ struct Operand {
   const float* B;
   int64_t ldb;
   int64_t narrow = 0;
+  int diagonal = 0;
 };
 
 // The loops over a tile's rows and vectors are unrolled by pragma, before the compiler decides where
@@ -42,6 +46,28 @@ template <class Ops, int R, int V, bool full>
 }
 
 /**
+ * acc += A B over the R steps of a diagonal block (Operand::diagonal): step s feeds rows r >= s
+ * (lower) or r <= s (upper), chosen at compile time once the loops are unrolled.
+ */
+template <class Ops, int R, int V, bool full, bool lower>
+[[gnu::always_inline]] inline void diagonal_steps(const float* A, int64_t lda, const float* B, int64_t ldb,
+                                                  const typename Ops::Mask (&mask)[V],
+                                                  typename Ops::Vec (&acc)[R][V]) {
+  using Vec = typename Ops::Vec;
+  LIGHTNING_UNROLL for (int s = 0; s < R; ++s) {
+    Vec b[V];
+    LIGHTNING_UNROLL for (int v = 0; v < V; ++v) {
+      b[v] = full ? Ops::load(B + s * ldb + Ops::W * v) : Ops::maskload(B + s * ldb + Ops::W * v, mask[v]);
+    }
+    LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
+      if (lower ? r < s : r > s) continue;
+      const Vec a = Ops::set1(A[r * lda + s]);
+      LIGHTNING_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = Ops::fmadd(a, b[v], acc[r][v]);
+    }
+  }
+}
+
+/**
  * acc += A B over one operand's k range (R rows, V vectors of W columns). With Ops::unroll_k the k
  * loop runs four steps at a time: on avx2 its own add, compare and branch were 16% of the tiles'
  * instructions at d = 64 (callgrind; not unrolled, the 4 x 24 tile measured 1.4-1.5x the time).
@@ -51,27 +77,36 @@ template <class Ops, int R, int V, bool full>
  * ran at 61-71% and 73-85%. avx512's 8 x 32 tile, 26 instructions per 16 FMAs, reaches 87-97% and
  * measured 1-2% slower unrolled.
  */
-template <class Ops, int R, int V, bool full>
+template <class Ops, int R, int V, bool full, bool may_be_diagonal>
 [[gnu::always_inline]] inline void accumulate(const Operand& s, const typename Ops::Mask (&mask)[V],
                                               typename Ops::Vec (&acc)[R][V]) {
   const float* A = s.A;
   const float* B = s.B;
   const int64_t lda = s.lda, ldb = s.ldb;
-  int64_t p = 0;
+  int64_t p = 0, end = s.k;
+  if (!may_be_diagonal) {
+  } else if (s.diagonal < 0) {
+    diagonal_steps<Ops, R, V, full, false>(A, lda, B, ldb, mask, acc);
+    p = R;
+  } else if (s.diagonal > 0) {
+    end = s.k - R;
+    diagonal_steps<Ops, R, V, full, true>(A + end, lda, B + end * ldb, ldb, mask, acc);  // order does not matter
+  }
   if constexpr (V > 1)
     for (; p < s.narrow; ++p) {  // only the first vector's accumulators: B is zero past it
       const auto b0 = full ? Ops::load(B + p * ldb) : Ops::maskload(B + p * ldb, mask[0]);
       LIGHTNING_UNROLL for (int r = 0; r < R; ++r) acc[r][0] = Ops::fmadd(Ops::set1(A[r * lda + p]), b0, acc[r][0]);
     }
   if constexpr (Ops::unroll_k) {
-    _Pragma("GCC unroll 4") for (; p < s.k; ++p) k_step<Ops, R, V, full>(A, lda, B, ldb, p, mask, acc);
+    _Pragma("GCC unroll 4") for (; p < end; ++p) k_step<Ops, R, V, full>(A, lda, B, ldb, p, mask, acc);
   } else {
-    for (; p < s.k; ++p) k_step<Ops, R, V, full>(A, lda, B, ldb, p, mask, acc);
+    for (; p < end; ++p) k_step<Ops, R, V, full>(A, lda, B, ldb, p, mask, acc);
   }
 }
 
 /**
- * C[R x nr] = beta C + A1 B1 + A2 B2 over R rows and V vectors of W columns (beta == 0 overwrites C).
+ * C[R x nr] = beta C + A1 B1 + A2 B2 over R rows and V vectors of W columns (beta == 0 overwrites C);
+ * only the second operand, y, may have a diagonal block.
  * `full` says every lane of every vector is in range, so no load or store is masked (masked stores
  * are slow on AMD cores and block store forwarding): the common tiles use none.
  *
@@ -90,8 +125,8 @@ template <class Ops, int R, int V, bool full>
   LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
     LIGHTNING_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = Ops::zero();
   }
-  accumulate<Ops, R, V, full>(x, mask, acc);
-  accumulate<Ops, R, V, full>(y, mask, acc);
+  accumulate<Ops, R, V, full, false>(x, mask, acc);
+  accumulate<Ops, R, V, full, true>(y, mask, acc);
   const Vec vbeta = Ops::set1(beta);
   LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
     LIGHTNING_UNROLL for (int v = 0; v < V; ++v) {
