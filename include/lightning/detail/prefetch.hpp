@@ -10,18 +10,22 @@
 
 namespace lightning::detail {
 
-/** A hint to fetch p's cache line into L2. GCC 12 deletes loops of __builtin_prefetch, hence the asm. */
+/**
+ * A hint to fetch p's cache line into L1 (reads; prefetchw for writes). GCC 12 deletes loops of
+ * __builtin_prefetch, hence the asm. On Zen 4, prefetcht0 instead of prefetcht1 (L2) took 0.94-0.98x
+ * the forward's time and 0.98-1.00x the backward's (d = 128; the forward at d = 64 0.96-0.97x).
+ */
 inline void prefetch_line(const char* p, bool write) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   if (write)
     asm volatile("prefetchw %0" : : "m"(*p));
   else
-    asm volatile("prefetcht1 %0" : : "m"(*p));
+    asm volatile("prefetcht0 %0" : : "m"(*p));
 #else
   if (write)
-    __builtin_prefetch(p, 1, 2);
+    __builtin_prefetch(p, 1, 3);
   else
-    __builtin_prefetch(p, 0, 2);
+    __builtin_prefetch(p, 0, 3);
 #endif
 }
 
