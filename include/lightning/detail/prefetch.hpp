@@ -11,21 +11,24 @@
 namespace lightning::detail {
 
 /**
- * A hint to fetch p's cache line into L1 (reads; prefetchw for writes). GCC 12 deletes loops of
- * __builtin_prefetch, hence the asm. On Zen 4, prefetcht0 instead of prefetcht1 (L2) took 0.94-0.98x
- * the forward's time and 0.98-1.00x the backward's (d = 128; the forward at d = 64 0.96-0.97x).
+ * A hint to fetch p's cache line: for a write (prefetchw), or for a read into L1 (prefetcht0) or
+ * only into L2 (prefetcht1). GCC 12 deletes loops of __builtin_prefetch, hence the asm.
  */
-inline void prefetch_line(const char* p, bool write) {
+inline void prefetch_line(const char* p, bool write, bool into_l1 = false) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   if (write)
     asm volatile("prefetchw %0" : : "m"(*p));
-  else
+  else if (into_l1)
     asm volatile("prefetcht0 %0" : : "m"(*p));
+  else
+    asm volatile("prefetcht1 %0" : : "m"(*p));
 #else
   if (write)
-    __builtin_prefetch(p, 1, 3);
-  else
+    __builtin_prefetch(p, 1, 2);
+  else if (into_l1)
     __builtin_prefetch(p, 0, 3);
+  else
+    __builtin_prefetch(p, 0, 2);
 #endif
 }
 
@@ -44,6 +47,13 @@ struct Prefetcher {
   Stream streams[4 * 64] = {};
   int count = 0, at = 0, per_tile = 1;
   int64_t row = 0, line = 0, rows = 0;
+  /**
+   * Reads asked into L1 rather than L2: on Zen 4 the SIMD paths' forward took 0.94-0.98x its time
+   * that way and the backward 0.98-1.00x (d = 128; the forward at d = 64 0.96-0.97x), where the
+   * scalar path, whose blocks of 64 rows are two to four times the L1's 32 KiB ahead of slow tiles,
+   * took 1.5x as long in the backward. The block loops set it per path.
+   */
+  bool into_l1 = false;
   /**
    * Adds x's rows from (b, h, t), for the rows given to start() (none when that was 0, nor when x
    * has no columns: step() could not finish a stream of no lines).
@@ -78,7 +88,7 @@ struct Prefetcher {
       const Stream& s = streams[s_at];
       const int64_t take = std::min(left, s.lines - s_line);
       const char* p = s.row + s_row * s.stride + s_line * 64;
-      for (int64_t l = 0; l < take; ++l) prefetch_line(p + 64 * l, s.write);
+      for (int64_t l = 0; l < take; ++l) prefetch_line(p + 64 * l, s.write, into_l1);
       left -= take;
       if ((s_line += take) == s.lines) {
         s_line = 0;

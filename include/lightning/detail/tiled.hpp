@@ -144,6 +144,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     const int64_t m = std::min(a.block, t_end - t0);
     // The next block's inputs and outputs, spread over this block's register tiles.
     Prefetcher& pf = w.prefetch;
+    pf.into_l1 = P != Path::scalar;
     const int64_t ahead = t0 + 2 * a.block;  // two blocks ahead: one is not always enough for memory
     pf.start(std::min(a.block, t_end - ahead));
     if (ahead < t_end) {

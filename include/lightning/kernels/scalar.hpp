@@ -15,14 +15,24 @@ struct Kernels<Path::scalar> {
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta) {
     float acc[MR][NR] = {};
-    for (const simd::Operand* s : {&x, &y})
-      for (int64_t p = 0; p < s->k; ++p)
+    for (const simd::Operand* s : {&x, &y}) {
+      // A diagonal block's zeros are skipped (simd::Operand): its step d feeds rows r >= d (lower, the
+      // last mr steps) or r <= d (upper, the first mr); [p0, p1) are the steps that feed every row.
+      const int64_t p0 = s->diagonal < 0 ? mr : 0, p1 = s->diagonal > 0 ? s->k - mr : s->k;
+      for (int64_t p = p0; p < p1; ++p)
         for (int r = 0; r < mr; ++r) {
-          // A diagonal block's zeros are skipped (simd::Operand): step p feeds rows r >= p - (k - mr) or r <= p.
-          if ((s->diagonal > 0 && r < p - (s->k - mr)) || (s->diagonal < 0 && r > p)) continue;
           const float a = s->A[r * s->lda + p];
           for (int c = 0; c < nr; ++c) acc[r][c] += a * s->B[p * s->ldb + c];
         }
+      if (s->diagonal != 0)
+        for (int d = 0; d < mr; ++d) {
+          const int64_t p = s->diagonal > 0 ? p1 + d : d;
+          for (int r = s->diagonal > 0 ? d : 0; r < (s->diagonal > 0 ? mr : d + 1); ++r) {
+            const float a = s->A[r * s->lda + p];
+            for (int c = 0; c < nr; ++c) acc[r][c] += a * s->B[p * s->ldb + c];
+          }
+        }
+    }
     for (int r = 0; r < mr; ++r)
       for (int c = 0; c < nr; ++c) {
         float* out = &C[r * ldc + c];
