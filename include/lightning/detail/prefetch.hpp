@@ -51,7 +51,7 @@ struct Prefetcher {
    * Reads asked into L1 rather than L2: on Zen 4 the SIMD paths' forward took 0.94-0.98x its time
    * that way and the backward 0.98-1.00x (d = 128; the forward at d = 64 0.96-0.97x), where the
    * scalar path, whose blocks of 64 rows are two to four times the L1's 32 KiB ahead of slow tiles,
-   * took 1.5x as long in the backward. The block loops set it per path.
+   * took 1.3-1.7x as long in the backward. The block loops set it per path.
    */
   bool into_l1 = false;
   /**

@@ -84,13 +84,14 @@ template <class Ops, int R, int V, bool full, bool may_be_diagonal>
   const float* B = s.B;
   const int64_t lda = s.lda, ldb = s.ldb;
   int64_t p = 0, end = s.k;
-  if (!may_be_diagonal) {
-  } else if (s.diagonal < 0) {
-    diagonal_steps<Ops, R, V, full, false>(A, lda, B, ldb, mask, acc);
-    p = R;
-  } else if (s.diagonal > 0) {
-    end = s.k - R;
-    diagonal_steps<Ops, R, V, full, true>(A + end, lda, B + end * ldb, ldb, mask, acc);  // order does not matter
+  if constexpr (may_be_diagonal) {
+    if (s.diagonal < 0) {
+      diagonal_steps<Ops, R, V, full, false>(A, lda, B, ldb, mask, acc);
+      p = R;
+    } else if (s.diagonal > 0) {
+      end = s.k - R;
+      diagonal_steps<Ops, R, V, full, true>(A + end, lda, B + end * ldb, ldb, mask, acc);  // order does not matter
+    }
   }
   if constexpr (V > 1)
     for (; p < s.narrow; ++p) {  // only the first vector's accumulators: B is zero past it
