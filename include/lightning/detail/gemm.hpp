@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "lightning/kernels/kernels.hpp"
+#include "lightning/kernels/simd_tile.hpp"
 
 namespace lightning::detail {
 
@@ -41,6 +42,18 @@ inline int col_tile(int64_t rest) {
   return static_cast<int>(std::min<int64_t>(Ker::NR, rest));
 }
 
+/**
+ * The k range of row tile [i0, i0 + mr) in the part `part` of A B (inner dimension K; K >= i0 + mr
+ * for the triangles), as a tile operand over column j0: lower_k runs k in [0, i0 + mr), its last mr
+ * steps a diagonal block; upper_k k in [i0, K), its first mr steps one; full every k.
+ */
+inline kernels::simd::Operand part_operand(Part part, int64_t i0, int mr, int64_t K, const float* A, int64_t lda,
+                                           const float* B, int64_t ldb, int64_t j0) {
+  const int64_t k0 = part == Part::upper_k ? i0 : 0, k1 = part == Part::lower_k ? i0 + mr : K;
+  const int diagonal = part == Part::lower_k ? 1 : part == Part::upper_k ? -1 : 0;
+  return {k1 - k0, A + i0 * lda + k0, lda, B + k0 * ldb + j0, ldb, 0, diagonal};
+}
+
 /** A callable that does nothing: the default after_tile of the loops below. */
 struct NoOp {
   void operator()() const {}
@@ -54,15 +67,11 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
     const int mr = row_tile<Ker::MR>(M - i0);
     rows = mr;
-    // lower_k: k in [0, i0 + mr), the last mr steps a diagonal block; upper_k: k in [i0, K), the
-    // first mr steps one (K >= M for both).
-    const int64_t k0 = part == Part::upper_k ? i0 : 0, k1 = part == Part::lower_k ? i0 + mr : K;
-    const int diagonal = part == Part::lower_k ? 1 : part == Part::upper_k ? -1 : 0;
     for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
       const int nr = col_tile<P>(N - j0);
       cols = nr;
-      Ker::gemm_tile2(mr, nr, {0, A, lda, B, ldb}, {k1 - k0, A + i0 * lda + k0, lda, B + k0 * ldb + j0, ldb, 0, diagonal},
-                      C + i0 * ldc + j0, ldc, beta);
+      Ker::gemm_tile2(mr, nr, {0, A, lda, B, ldb}, part_operand(part, i0, mr, K, A, lda, B, ldb, j0), C + i0 * ldc + j0,
+                      ldc, beta);
       after_tile();
     }
   }
@@ -138,17 +147,14 @@ void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float
                         int64_t ldy, const float* T, int64_t ldt, const float* B, int64_t ldb, float* C, int64_t ldc,
                         float beta, AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
-  const bool lower = part == Part::lower_k;
   for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
     const int nr = col_tile<P>(N - j0);
     cols = nr;
     for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
       const int mr = row_tile<Ker::MR>(M - i0);
       rows = mr;
-      const int64_t k0 = lower ? 0 : i0, k1 = lower ? std::min(M, i0 + mr) : M;
-      Ker::gemm_tile2(mr, nr, {kx, X + i0 * ldx, ldx, Y + j0, ldy},
-                      {k1 - k0, T + i0 * ldt + k0, ldt, B + k0 * ldb + j0, ldb, 0, lower ? 1 : -1}, C + i0 * ldc + j0,
-                      ldc, beta);
+      Ker::gemm_tile2(mr, nr, {kx, X + i0 * ldx, ldx, Y + j0, ldy}, part_operand(part, i0, mr, M, T, ldt, B, ldb, j0),
+                      C + i0 * ldc + j0, ldc, beta);
       after_tile();
     }
   }

@@ -139,12 +139,12 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   bool s_zero = a.state_in.absent();
   if (!s_zero)
     for (int64_t i = 0; i < dk; ++i) std::copy_n(a.state_in.row(sb, g, i), dv, S + i * lds);
+  Prefetcher& pf = w.prefetch;
+  pf.into_l1 = P != Path::scalar;
 
   for (int64_t t0 = t_begin; t0 < t_end; t0 += a.block) {
     const int64_t m = std::min(a.block, t_end - t0);
     // The next block's inputs and outputs, spread over this block's register tiles.
-    Prefetcher& pf = w.prefetch;
-    pf.into_l1 = P != Path::scalar;
     const int64_t ahead = t0 + 2 * a.block;  // two blocks ahead: one is not always enough for memory
     pf.start(std::min(a.block, t_end - ahead));
     if (ahead < t_end) {
