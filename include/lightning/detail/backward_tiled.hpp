@@ -136,13 +136,15 @@ struct BackwardWorkspace {
 };
 
 /**
- * The beta that decays a running state x (S or R) by `decay` in C = beta C + A B. A power flushed
- * to 0 still multiplies (0 * NaN stays NaN, as in the recurrence and the forward): beta = 0 would
- * overwrite x, so x is multiplied by 0 here and 1 is returned.
+ * The beta that decays the rows x cols panel x (row stride ld) of a running state (S or R) by
+ * `decay` in C = beta C + A B. A power flushed to 0 still multiplies (0 * NaN stays NaN, as in the
+ * recurrence and the forward): beta = 0 would overwrite x, so x is multiplied by 0 here and 1 is
+ * returned.
  */
-inline float decay_beta(float* x, int64_t size, float decay) {
+inline float decay_beta(float* x, int64_t rows, int64_t cols, int64_t ld, float decay) {
   if (decay != 0.0f) return decay;
-  for (int64_t i = 0; i < size; ++i) x[i] *= 0.0f;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < cols; ++c) x[i * ld + c] *= 0.0f;
   return 1.0f;
 }
 
@@ -321,7 +323,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       w_zero = false;
     }
     if (t0 + m == n) break;  // no later block reads S
-    gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv * ldst, pw[m]),
+    gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv, dk, ldst, pw[m]),
             tile);
     pf.step(1 << 30);  // whatever is left
     s_zero = false;
@@ -434,17 +436,22 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
           add_dk_intra_exact<P>(m, dk, Pl, ldl, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
         }
       }
-      if (need_dv) {  // dV = A~^T dO + (lambda^{m-1-j} K) R, A~^T from K Q^T on and above the diagonal
+      if (need_dv)  // A~^T from K Q^T on and above the diagonal
         gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
                          [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, cpw); });
-        gemm_plus_triangle<P>(Part::upper_k, m, dv, inter ? dk : 0, w.kd.data(), dk, R, ldr, Pt, ldp, dO, ldo, dV, lddv,
-                              beta, tile);
+      // By column panels of R, one register tile wide: dV's columns, then R's same columns, which
+      // stay in L1 between the two (R is d_k x d_v, 64 KB at d = 128).
+      for (int64_t c0 = 0, cols = 0; c0 < dv; c0 += cols) {
+        cols = col_tile<P>(dv - c0);
+        if (need_dv)  // dV = A~^T dO + (lambda^{m-1-j} K) R
+          gemm_plus_triangle<P>(Part::upper_k, m, cols, inter ? dk : 0, w.kd.data(), dk, R + c0, ldr, Pt, ldp, dO + c0,
+                                ldo, dV + c0, lddv, beta, tile);
+        if (update_r) {  // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
+          const float r_beta = r_zero ? 0.0f : first ? decay_beta(R + c0, dk, cols, ldr, pw[m]) : 1.0f;
+          gemm<P>(Part::full, dk, cols, m, w.qdt.data(), ldp, dO + c0, ldo, R + c0, ldr, r_beta, tile);
+        }
       }
-      if (update_r) {  // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
-        const float r_beta = r_zero ? 0.0f : first ? decay_beta(R, dk * ldr, pw[m]) : 1.0f;
-        gemm<P>(Part::full, dk, dv, m, w.qdt.data(), ldp, dO, ldo, R, ldr, r_beta, tile);
-        r_zero = false;
-      }
+      if (update_r) r_zero = false;
     }
     if (group == 0) {  // no q heads: only the adjoint state reaches dK and dV, and it decays
       if (need_dk && r_zero) std::fill(w.dkt.begin(), w.dkt.end(), 0.0f);
