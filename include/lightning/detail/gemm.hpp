@@ -70,8 +70,11 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
     for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
       const int nr = col_tile<P>(N - j0);
       cols = nr;
-      Ker::gemm_tile2(mr, nr, {0, A, lda, B, ldb}, part_operand(part, i0, mr, K, A, lda, B, ldb, j0), C + i0 * ldc + j0,
-                      ldc, beta);
+      if (part == Part::full)  // one operand: the tile without a second k loop
+        Ker::gemm_tile(mr, nr, K, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, beta);
+      else
+        Ker::gemm_tile2(mr, nr, {0, A, lda, B, ldb}, part_operand(part, i0, mr, K, A, lda, B, ldb, j0),
+                        C + i0 * ldc + j0, ldc, beta);
       after_tile();
     }
   }

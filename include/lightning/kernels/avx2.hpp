@@ -39,6 +39,7 @@ struct Ops {
   static void store(float* p, Vec x) { _mm256_storeu_ps(p, x); }
   static void maskstore(float* p, Mask m, Vec x) { _mm256_maskstore_ps(p, m, x); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 };
 
 /**
@@ -104,7 +105,10 @@ struct Kernels<Path::avx2> {
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {
-    gemm_tile2(mr, nr, {kc, A, lda, B, ldb}, {0, A, lda, B, ldb}, C, ldc, beta);
+    const simd::Operand x{kc, A, lda, B, ldb};
+    with_rows<MR>(mr, [&](auto rows) {
+      simd::tile_rows<avx2_detail::Ops, decltype(rows)::value, NR / avx2_detail::Ops::W, false>(nr, x, x, C, ldc, beta);
+    });
   }
 
   static void axpby(int64_t n, float a, const float* x, float b, float* y) {

@@ -37,6 +37,7 @@ struct Ops {
   static void store(float* p, Vec x) { _mm512_storeu_ps(p, x); }
   static void maskstore(float* p, Mask m, Vec x) { _mm512_mask_storeu_ps(p, m, x); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 };
 
 /**
@@ -106,7 +107,10 @@ struct Kernels<Path::avx512> {
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {
-    gemm_tile2(mr, nr, {kc, A, lda, B, ldb}, {0, A, lda, B, ldb}, C, ldc, beta);
+    const simd::Operand x{kc, A, lda, B, ldb};
+    with_rows<MR>(mr, [&](auto rows) {
+      simd::tile_rows<avx512_detail::Ops, decltype(rows)::value, NR / avx512_detail::Ops::W, false>(nr, x, x, C, ldc, beta);
+    });
   }
 
   static void axpby(int64_t n, float a, const float* x, float b, float* y) {
