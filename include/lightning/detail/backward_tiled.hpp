@@ -87,9 +87,12 @@ T* p_stash(const BackwardArgs<T>& a, int64_t b, int64_t h, int64_t t) {
  * denormal arithmetic. Kept apart from the forward's table so each can change on its own.
  */
 struct BackwardDecay {
-  Floats pow, cpow, wpow, rcpow;  // rcpow[t] = cpow[block - t], for mask_lower
+  // rcpow[t] = cpow[block - t] for mask_lower, then zeros to t = 2 block; lcpow[t] = cpow[t - block]
+  // for mask_upper, after zeros from t = 0 (the masks read past lag 0).
+  Floats pow, cpow, wpow, rcpow, lcpow;
   void fill(double slope, double scale, int64_t block) {
-    for (auto* table : {&pow, &cpow, &wpow, &rcpow}) table->resize(static_cast<size_t>(block + 1));
+    for (auto* table : {&pow, &cpow, &wpow}) table->resize(static_cast<size_t>(block + 1));
+    for (auto* table : {&rcpow, &lcpow}) table->assign(static_cast<size_t>(2 * block + 1), 0.0f);
     const auto flush = [](double x) { return std::abs(x) < FLT_MIN ? 0.0f : static_cast<float>(x); };
     for (int64_t t = 0; t <= block; ++t) {
       const double p = std::exp(-slope * static_cast<double>(t));
@@ -97,7 +100,10 @@ struct BackwardDecay {
       cpow[static_cast<size_t>(t)] = flush(scale * p);
       wpow[static_cast<size_t>(t)] = flush(static_cast<double>(t) * p);
     }
-    for (int64_t t = 0; t <= block; ++t) rcpow[static_cast<size_t>(t)] = cpow[static_cast<size_t>(block - t)];
+    for (int64_t t = 0; t <= block; ++t) {
+      rcpow[static_cast<size_t>(t)] = cpow[static_cast<size_t>(block - t)];
+      lcpow[static_cast<size_t>(block + t)] = cpow[static_cast<size_t>(t)];
+    }
   }
 };
 
@@ -370,6 +376,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   const float* crev = w.decay.rcpow.data() + a.block;  // crev[j - i] = cpw[i - j]
+  const float* lag = w.decay.lcpow.data() + a.block;   // lag[i - j] = cpw[i - j]
   float* R = w.r.data();
   float* Pm = w.p.data();
   float* Pt = w.pt.data();
@@ -438,7 +445,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       }
       if (need_dv)  // A~^T from K Q^T on and above the diagonal
         gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
-                         [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, cpw); });
+                         [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, lag); });
       // By column panels of R, one register tile wide: dV's columns, then R's same columns, which
       // stay in L1 between the two (R is d_k x d_v, 64 KB at d = 128).
       for (int64_t c0 = 0, cols = 0; c0 < dv; c0 += cols) {

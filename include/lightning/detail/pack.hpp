@@ -89,27 +89,35 @@ void transpose_dual(int64_t rows, int64_t cols, const float* src, int64_t lds, f
 /**
  * Rows [i0, i1) of the causal mask of a block x, lower: row i keeps columns j <= i times
  * rev[j - i] and is zero for i < j < zero_end; rev points into a table read backwards (rev[-t] is
- * the weight of lag t), so each row's loop runs forwards through memory and vectorises.
+ * the weight of lag t), so each row's loop runs forwards through memory and vectorises. rev is read
+ * (and its value dropped) up to rev[zero_end - 1 - i0], so the table runs that far past lag 0: one
+ * select per entry makes each row a single loop of whole vectors, where a multiply loop and a zero
+ * loop split at the diagonal ran scalar over rows of 16.
  */
 inline void mask_lower(int64_t i0, int64_t i1, int64_t zero_end, float* x, int64_t ld, const float* rev) {
   for (int64_t i = i0; i < i1; ++i) {
     float* row = x + i * ld;
     const float* weight = rev - i;
-    for (int64_t j = 0; j <= i; ++j) row[j] *= weight[j];
-    for (int64_t j = i + 1; j < zero_end; ++j) row[j] = 0.0f;
+    for (int64_t j = 0; j < zero_end; ++j) {
+      const float kept = row[j] * weight[j];
+      row[j] = j <= i ? kept : 0.0f;  // a select: 0 * NaN would be NaN
+    }
   }
 }
 
 /**
  * Rows [j0, j1) of the transposed causal mask of an m x m block, upper: row j is zero for i < j and
- * keeps columns i >= j times lag[i - j].
+ * keeps columns i >= j times lag[i - j]. lag is read (and its value dropped) down to lag[-(j1 - 1)],
+ * so the table runs that far before lag 0 (mask_lower says why).
  */
 inline void mask_upper(int64_t j0, int64_t j1, int64_t m, float* x, int64_t ld, const float* lag) {
   for (int64_t j = j0; j < j1; ++j) {
     float* row = x + j * ld;
-    for (int64_t i = 0; i < j; ++i) row[i] = 0.0f;
     const float* weight = lag - j;
-    for (int64_t i = j; i < m; ++i) row[i] *= weight[i];
+    for (int64_t i = 0; i < m; ++i) {
+      const float kept = row[i] * weight[i];
+      row[i] = i >= j ? kept : 0.0f;
+    }
   }
 }
 

@@ -57,10 +57,12 @@ inline constexpr double kMaxDecayExponent = 44.0;
  * scale c in the same double product; below the smallest normal float, 0).
  */
 struct DecayTable {
-  // rev[x] = pow[block - x] and crev[x] = cpow[block - x], so that a mask row reads them forwards.
+  // rev[x] = pow[block - x] and crev[x] = cpow[block - x], so that a mask row reads them forwards;
+  // crev runs on past x = block with zeros, which mask_lower reads.
   Floats pow, pow_lo, cpow, rev, crev;
   void fill(double slope, double scale, int64_t block) {
-    for (auto* table : {&pow, &pow_lo, &cpow, &rev, &crev}) table->resize(static_cast<size_t>(block + 1));
+    for (auto* table : {&pow, &pow_lo, &cpow, &rev}) table->resize(static_cast<size_t>(block + 1));
+    crev.assign(static_cast<size_t>(2 * block + 1), 0.0f);
     for (int64_t t = 0; t <= block; ++t) {
       const double x = slope * static_cast<double>(t);
       const double p = x > kMaxDecayExponent ? 0.0 : std::exp(-x);
