@@ -33,6 +33,7 @@
 #include "lightning/detail/pack.hpp"
 #include "lightning/detail/parallel.hpp"
 #include "lightning/detail/prefetch.hpp"
+#include "lightning/detail/stream.hpp"
 #include "lightning/kernels/avx2.hpp"
 #include "lightning/kernels/avx512.hpp"
 #include "lightning/kernels/scalar.hpp"
@@ -231,6 +232,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   pf.into_l1 = P != Path::scalar;
   const auto tile = [&] { pf.tile(); };
   const bool need_dq = !a.dq.absent(), need_ds = a.d_slopes != nullptr, stash = stash_p_in_dk(a);
+  const bool stream_dq = streams<P>(a.dq);  // then dQ's lines are neither prefetched nor read before the writes
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   const float* wpw = w.decay.wpow.data();
@@ -253,7 +255,8 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const int64_t m = std::min(a.block, n - t0);
     // Two blocks ahead, over this block's P, dQ and state-update tiles; q only for d_slopes, and the
     // stash's columns of dK's rows, which this pass writes.
-    prefetch_block(pf, a, b, g, t0 + 2 * a.block, need_ds, {stash ? stash_columns(a) : View<T>{}}, {a.dq},
+    prefetch_block(pf, a, b, g, t0 + 2 * a.block, need_ds, {stash ? stash_columns(a) : View<T>{}},
+                   {stream_dq ? View<T>{} : a.dq},
                    group * (triangle_tile_count<P>(false, m, ldp) + tile_count<P>(m, dk)) + tile_count<P>(dv, dk));
     int64_t ldk, ldv;
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
@@ -310,7 +313,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         int64_t ldd;
         float* dQ = gradient_rows(a.dq, b, h, t0, w.dq, ldd);
         gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, ldst, Pm, ldp, K, ldk, dQ,
-                              ldd, 0.0f, tile);
+                              ldd, 0.0f, tile, stream_dq);
         store_rows<P>(dQ, ldd, a.dq, b, h, t0, m);
         if constexpr (std::is_same_v<T, float>)
           if (stash) {
@@ -334,6 +337,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     pf.step(1 << 30);  // whatever is left
     s_zero = false;
   }
+  if (stream_dq) end_streams();
   if (need_ds) {
     double out = slope_sum;
     if (!a.d_state_out.absent())
@@ -373,6 +377,10 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const auto tile = [&] { pf.tile(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
   const bool stash = stash_p_in_dk(a);  // pass 1 ran (for dQ) and left P~ in dK's rows
+  // Streamed outputs are not prefetched, but for the stash in dK's rows, which this pass reads; dV
+  // only with one q head per k/v head, whose tiles write it once (a group sums into it).
+  const bool stream_dk = streams<P>(a.dk), stream_dv = group == 1 && streams<P>(a.dv);
+  const View<T> dk_ahead = !stream_dk ? a.dk : stash ? stash_columns(a) : View<T>{};
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   const float* crev = w.decay.rcpow.data() + a.block;  // crev[j - i] = cpw[i - j]
@@ -388,7 +396,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
     // Two blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R tiles.
-    prefetch_block(pf, a, b, g, t0 - 2 * a.block, true, {a.dk, a.dv}, {},
+    prefetch_block(pf, a, b, g, t0 - 2 * a.block, true, {dk_ahead, stream_dv ? View<T>{} : a.dv}, {},
                    group * ((stash ? 0 : triangle_tile_count<P>(false, m, ldp)) +
                             tile_count<P>(dk, m) + triangle_tile_count<P>(true, m, ldp) +
                             tile_count<P>(m, dv) + tile_count<P>(dk, dv)));
@@ -452,7 +460,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         cols = col_tile<P>(dv - c0);
         if (need_dv)  // dV = A~^T dO + (lambda^{m-1-j} K) R
           gemm_plus_triangle<P>(Part::upper_k, m, cols, inter ? dk : 0, w.kd.data(), dk, R + c0, ldr, Pt, ldp, dO + c0,
-                                ldo, dV + c0, lddv, beta, tile);
+                                ldo, dV + c0, lddv, beta, tile, stream_dv);
         if (update_r) {  // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
           const float r_beta = r_zero ? 0.0f : first ? decay_beta(R + c0, dk, cols, ldr, pw[m]) : 1.0f;
           gemm<P>(Part::full, dk, cols, m, w.qdt.data(), ldp, dO + c0, ldo, R + c0, ldr, r_beta, tile);
@@ -472,12 +480,13 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     if (need_dk) {
       int64_t lddk;
       float* dK = gradient_rows(a.dk, b, g, t0, w.dk, lddk);
-      transpose<P>(dk, m, dKt, ldp, dK, lddk);
+      transpose<P>(dk, m, dKt, ldp, dK, lddk, nullptr, stream_dk);
       store_rows<P>(dK, lddk, a.dk, b, g, t0, m);
     }
     if (need_dv) store_rows<P>(dV, lddv, a.dv, b, g, t0, m);
     pf.step(1 << 30);  // whatever is left
   }
+  if (stream_dk || stream_dv) end_streams();
   if (need_ds_in)
     for (int64_t i = 0; i < dk; ++i) {
       float* out = a.d_state_in.row(b, g, i);

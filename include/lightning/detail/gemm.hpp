@@ -144,11 +144,12 @@ void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda
  * lower_k: row i over k <= i; upper_k: over k >= i), B is M x N. Both terms meet in one register
  * tile per (row tile, column tile); the triangle's diagonal blocks skip its zeros, so that a NaN or
  * Inf in B reaches only the rows that depend on it. after_tile() runs after each register tile.
+ * `stream`: C's full vectors leave by non-temporal stores (detail/stream.hpp).
  */
 template <Path P, class AfterTile = NoOp>
 void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float* X, int64_t ldx, const float* Y,
                         int64_t ldy, const float* T, int64_t ldt, const float* B, int64_t ldb, float* C, int64_t ldc,
-                        float beta, AfterTile&& after_tile = {}) {
+                        float beta, AfterTile&& after_tile = {}, bool stream = false) {
   using Ker = kernels::Kernels<P>;
   for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
     const int nr = col_tile<P>(N - j0);
@@ -157,7 +158,7 @@ void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float
       const int mr = row_tile<Ker::MR>(M - i0);
       rows = mr;
       Ker::gemm_tile2(mr, nr, {kx, X + i0 * ldx, ldx, Y + j0, ldy}, part_operand(part, i0, mr, M, T, ldt, B, ldb, j0),
-                      C + i0 * ldc + j0, ldc, beta);
+                      C + i0 * ldc + j0, ldc, beta, stream);
       after_tile();
     }
   }

@@ -32,9 +32,9 @@ void cover_tiles(int64_t r0, int64_t r1, int64_t c0, int64_t c1, Tile&& tile, Ed
 
 /** The S x S register transposes of Kernels<P> (S = 8, or 16 where TT = 16), plain and dual. */
 template <Path P, int S>
-void transpose_tile(const float* src, int64_t lds, float* dst, int64_t ldd, const float* scale) {
+void transpose_tile(const float* src, int64_t lds, float* dst, int64_t ldd, const float* scale, bool stream) {
   if constexpr (S == 16)
-    kernels::Kernels<P>::transpose_16x16(src, lds, dst, ldd, scale);
+    kernels::Kernels<P>::transpose_16x16(src, lds, dst, ldd, scale, stream);
   else
     kernels::Kernels<P>::transpose_8x8(src, lds, dst, ldd, scale);
 }
@@ -50,16 +50,17 @@ void transpose_tile_dual(const float* src, int64_t lds, float* dst, float* dst_s
 /**
  * dst[c * ldd + r] = scale[r] * src[r * lds + c] for r < rows, c < cols (scale null: 1), in square
  * tiles: the path's register transposes, a loop for the edges. (A column-by-column transpose
- * strides through a few cache sets and thrashes them when rows are 128 floats apart.)
+ * strides through a few cache sets and thrashes them when rows are 128 floats apart.) `stream`: the
+ * 16 x 16 tiles store with non-temporal stores (dst's rows start cache lines, detail/stream.hpp).
  */
 template <Path P>
 void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
-               const float* scale = nullptr) {
+               const float* scale = nullptr, bool stream = false) {
   cover_tiles<P>(
       0, rows, 0, cols,
       [&](auto size, int64_t r, int64_t c) {
         transpose_tile<P, decltype(size)::value>(src + r * lds + c, lds, dst + c * ldd + r, ldd,
-                                                 scale ? scale + r : nullptr);
+                                                 scale ? scale + r : nullptr, stream);
       },
       [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c)

@@ -15,6 +15,7 @@
 #include "lightning/detail/prefetch.hpp"
 #include "lightning/detail/parallel.hpp"
 #include "lightning/detail/seqpar.hpp"
+#include "lightning/detail/stream.hpp"
 #include "lightning/kernels/avx2.hpp"
 #include "lightning/kernels/avx512.hpp"
 #include "lightning/kernels/scalar.hpp"
@@ -143,6 +144,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     for (int64_t i = 0; i < dk; ++i) std::copy_n(a.state_in.row(sb, g, i), dv, S + i * lds);
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar;
+  const bool stream_o = streams<P>(a.o);  // then o's lines are neither prefetched nor read before the writes
 
   for (int64_t t0 = t_begin; t0 < t_end; t0 += a.block) {
     const int64_t m = std::min(a.block, t_end - t0);
@@ -154,7 +156,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       pf.add(a.v, b, g, ahead, false);
       for (int64_t h = g * group; h < (g + 1) * group; ++h) {
         pf.add(a.q, b, h, ahead, false);
-        pf.add(a.o, b, h, ahead, true);
+        if (!stream_o) pf.add(a.o, b, h, ahead, true);
       }
     }
     // Over this block's register tiles, so that the requests end with the state update.
@@ -186,7 +188,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       else
         O = w.o.data(), ldo = dv;
       gemm_plus_triangle<P>(Part::lower_k, m, dv, s_zero ? 0 : dk, w.qd.data(), dk, S, lds, Pm, ldp, V, ldv, O, ldo, 0.0f,
-                            [&] { pf.tile(); });
+                            [&] { pf.tile(); }, stream_o);
       if constexpr (!f32)
         for (int64_t i = 0; i < m; ++i) store_floats<P>(O + i * dv, dv, a.o.row(b, h, t0 + i));
     }
@@ -212,6 +214,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       }
     s_zero = false;
   }
+  if (stream_o) end_streams();
   if (!a.state_out.absent())
     for (int64_t i = 0; i < dk; ++i) {
       float* out = a.state_out.row(sb, g, i);

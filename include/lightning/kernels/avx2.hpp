@@ -39,6 +39,7 @@ struct Ops {
   static void store(float* p, Vec x) { _mm256_storeu_ps(p, x); }
   static void maskstore(float* p, Mask m, Vec x) { _mm256_maskstore_ps(p, m, x); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static void stream(float* p, Vec x) { _mm256_stream_ps(p, x); }  // p 32-byte aligned
   static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 };
 
@@ -98,9 +99,9 @@ struct Kernels<Path::avx2> {
   static constexpr int MR = 4, NR = 24, W = 8, TT = 8;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
-                         float beta) {
+                         float beta, bool stream = false) {
     with_rows<MR>(mr, [&](auto rows) {
-      simd::tile_rows<avx2_detail::Ops, decltype(rows)::value, NR / avx2_detail::Ops::W>(nr, x, y, C, ldc, beta);
+      simd::tile_rows<avx2_detail::Ops, decltype(rows)::value, NR / avx2_detail::Ops::W>(nr, x, y, C, ldc, beta, stream);
     });
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,

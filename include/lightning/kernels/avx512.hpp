@@ -37,6 +37,7 @@ struct Ops {
   static void store(float* p, Vec x) { _mm512_storeu_ps(p, x); }
   static void maskstore(float* p, Mask m, Vec x) { _mm512_mask_storeu_ps(p, m, x); }
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static void stream(float* p, Vec x) { _mm512_stream_ps(p, x); }  // p on a 64-byte line
   static Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 };
 
@@ -71,13 +72,23 @@ struct Ops {
   }
 }
 
-/** dst[c * ldd + r] = row_scale[r] src[r * lds + c] over a 16 x 16 tile (row_scale null: 1). */
-inline void transpose_16x16(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
+/**
+ * dst[c * ldd + r] = row_scale[r] src[r * lds + c] over a 16 x 16 tile (row_scale null: 1); `stream`:
+ * non-temporal stores, each row of dst on a 64-byte line.
+ */
+inline void transpose_16x16(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale,
+                            bool stream = false) {
   __m512 x[16];
   for (int r = 0; r < 16; ++r) x[r] = _mm512_loadu_ps(src + r * lds);
   transpose_regs(x);
   const __m512 sc = row_scale ? _mm512_loadu_ps(row_scale) : _mm512_set1_ps(1.0f);  // lane r: source row r
-  for (int c = 0; c < 16; ++c) _mm512_storeu_ps(dst + c * ldd, row_scale ? _mm512_mul_ps(x[c], sc) : x[c]);
+  for (int c = 0; c < 16; ++c) {
+    const __m512 y = row_scale ? _mm512_mul_ps(x[c], sc) : x[c];
+    if (stream)
+      _mm512_stream_ps(dst + c * ldd, y);
+    else
+      _mm512_storeu_ps(dst + c * ldd, y);
+  }
 }
 
 /** transpose_16x16 into dst and, scaled by row, into dst_scaled: one transpose serves both. */
@@ -100,9 +111,9 @@ struct Kernels<Path::avx512> {
   static constexpr int MR = 8, NR = 32, W = 16, TT = 16;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
-                         float beta) {
+                         float beta, bool stream = false) {
     with_rows<MR>(mr, [&](auto rows) {
-      simd::tile_rows<avx512_detail::Ops, decltype(rows)::value, NR / avx512_detail::Ops::W>(nr, x, y, C, ldc, beta);
+      simd::tile_rows<avx512_detail::Ops, decltype(rows)::value, NR / avx512_detail::Ops::W>(nr, x, y, C, ldc, beta, stream);
     });
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
@@ -149,8 +160,9 @@ struct Kernels<Path::avx512> {
                                  const float* scale) {
     avx2_detail::transpose_8x8_dual(src, lds, dst, dst_scaled, ldd, scale);
   }
-  static void transpose_16x16(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
-    avx512_detail::transpose_16x16(src, lds, dst, ldd, row_scale);
+  static void transpose_16x16(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale,
+                              bool stream = false) {
+    avx512_detail::transpose_16x16(src, lds, dst, ldd, row_scale, stream);
   }
   static void transpose_16x16_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
                                    const float* scale) {

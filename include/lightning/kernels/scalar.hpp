@@ -13,7 +13,7 @@ struct Kernels<Path::scalar> {
   static constexpr int MR = 4, NR = 8, W = 1, TT = 8;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
-                         float beta) {
+                         float beta, bool /*stream: no such store here*/ = false) {
     float acc[MR][NR] = {};
     for (const simd::Operand* s : {&x, &y}) {
       // A diagonal block's zeros are skipped (simd::Operand): its step d feeds rows r >= d (lower, the

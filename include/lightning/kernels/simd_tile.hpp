@@ -111,6 +111,8 @@ template <class Ops, int R, int V, bool full, bool may_be_diagonal>
  * the tile of a plain product, free of the second k loop's checks, which cost the backward's k = 16
  * state updates (avx512, d = 128, n = 4096, heads 8, old/new alternated, 31 pairs) 1.6-2.0% of its
  * time. beta == 1 adds C with an add, the same bits as the FMA with 1, but off the FMA pipes.
+ * `stream` writes the full vectors with non-temporal stores (the caller checked that they start
+ * cache lines, detail/stream.hpp): C is an output that no one reads soon.
  * `full` says every lane of every vector is in range, so no load or store is masked (masked stores
  * are slow on AMD cores and block store forwarding): the common tiles use none.
  *
@@ -120,7 +122,8 @@ template <class Ops, int R, int V, bool full, bool may_be_diagonal>
  * out of line they stay in registers. A call costs a few cycles against >= 16 k steps of 16 FMAs.
  */
 template <class Ops, int R, int V, bool full, bool two>
-[[gnu::noinline]] void tile(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta) {
+[[gnu::noinline]] void tile(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
+                           bool stream) {
   using Vec = typename Ops::Vec;
   using Mask = typename Ops::Mask;
   Mask mask[V];
@@ -136,7 +139,9 @@ template <class Ops, int R, int V, bool full, bool two>
       LIGHTNING_UNROLL for (int v = 0; v < V; ++v) {
         float* out = C + r * ldc + Ops::W * v;
         const Vec result = sum(full ? Ops::load(out) : Ops::maskload(out, mask[v]), acc[r][v]);
-        if (full)
+        if (full && stream)
+          Ops::stream(out, result);
+        else if (full)
           Ops::store(out, result);
         else
           Ops::maskstore(out, mask[v], result);
@@ -155,14 +160,15 @@ template <class Ops, int R, int V, bool full, bool two>
 
 /** The tile for nr in [1, NV W]: NV vectors when nr fills them, fewer (or a masked last one) otherwise. */
 template <class Ops, int R, int NV, bool two = true>
-inline void tile_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta) {
+inline void tile_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
+                      bool stream = false) {
   constexpr int W = Ops::W;
   if constexpr (NV > 1)
-    if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1, two>(nr, x, y, C, ldc, beta);
+    if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1, two>(nr, x, y, C, ldc, beta, stream);
   if (nr == NV * W)
-    tile<Ops, R, NV, true, two>(nr, x, y, C, ldc, beta);
+    tile<Ops, R, NV, true, two>(nr, x, y, C, ldc, beta, stream);
   else
-    tile<Ops, R, NV, false, two>(nr, x, y, C, ldc, beta);
+    tile<Ops, R, NV, false, two>(nr, x, y, C, ldc, beta, stream);
 }
 
 }  // namespace lightning::kernels::simd

@@ -1,0 +1,100 @@
+// Streaming (non-temporal) stores of the outputs (detail/stream.hpp): which views stream, and that a
+// streamed forward and backward give the same bits as the ordinary stores, on every path, for one
+// and for several q heads per k/v head, with threads (the fence before the join).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "lightning/detail/stream.hpp"
+#include "lightning/lightning.hpp"
+#include "util.hpp"
+
+namespace lightning::test {
+namespace {
+
+/** Sets detail::stream_min_bytes for a scope. */
+struct StreamThreshold {
+  int64_t saved = detail::stream_min_bytes;
+  explicit StreamThreshold(int64_t bytes) { detail::stream_min_bytes = bytes; }
+  ~StreamThreshold() { detail::stream_min_bytes = saved; }
+};
+
+/** `count` floats from a 64-byte line, inside `storage`. */
+float* line_aligned(std::vector<float>& storage, size_t count) {
+  storage.assign(count + 16, -7.0f);
+  float* p = storage.data();
+  while (reinterpret_cast<std::uintptr_t>(p) % 64 != 0) ++p;
+  return p;
+}
+
+TEST(Streaming, OnlyLineAlignedLargeFp32OutputsOnAvx512Stream) {
+  std::vector<float> storage;
+  float* x = line_aligned(storage, 2 * 3 * 40 * 64);
+  const StreamThreshold any(0);
+  EXPECT_TRUE((detail::streams<Path::avx512>(bhnd(x, 2, 3, 40, 64))));
+  EXPECT_FALSE((detail::streams<Path::avx2>(bhnd(x, 2, 3, 40, 64))));
+  EXPECT_FALSE((detail::streams<Path::scalar>(bhnd(x, 2, 3, 40, 64))));
+  EXPECT_FALSE((detail::streams<Path::avx512>(bhnd(x + 1, 2, 3, 40, 63))));  // data off the line
+  EXPECT_FALSE((detail::streams<Path::avx512>(bhnd(x, 2, 3, 40, 60))));      // rows off the line
+  EXPECT_FALSE((detail::streams<Path::avx512>(bnhd(x, 2, 3, 40, 40))));      // heads 40 floats apart
+  EXPECT_FALSE((detail::streams<Path::avx512>(View<float>{})));
+  const StreamThreshold large(int64_t{2} * 3 * 40 * 64 * 4 + 1);  // one byte more than the view
+  EXPECT_FALSE((detail::streams<Path::avx512>(bhnd(x, 2, 3, 40, 64))));
+}
+
+struct Outputs {
+  std::vector<float> o_store, dq_store, dk_store, dv_store, ds_in;
+  float *o, *dq, *dk, *dv;
+};
+
+class Streaming : public ::testing::TestWithParam<Path> {};
+
+// The same call with and without streaming stores: every output bit for bit (o, dQ, dK, dV, dS_in).
+TEST_P(Streaming, StreamedOutputsHaveTheSameBits) {
+  for (const int64_t H : {2, 4})      // G = 2: one q head per k/v head (dV streams), then two
+    for (const int64_t n : {1, 100})  // a single token; blocks and a rest
+      for (const int threads : {1, 2}) {
+        const int64_t B = 2, G = 2, dk = 64, dv = 80;
+        const RandomProblem p(B, H, G, n, dk, dv, 31);
+        const auto d_o = randn(static_cast<size_t>(B * H * n * dv), 1.0f, 32);
+        const auto ds_out = randn(static_cast<size_t>(B * G * dk * dv), 0.5f, 33);
+        std::vector<float> slopes = {0.3f, 0.01f};
+        Options opt;
+        opt.path = GetParam();
+        opt.slopes = slopes.data();
+        opt.threads = threads;
+        const auto run = [&](int64_t min_bytes) {
+          const StreamThreshold threshold(min_bytes);
+          Outputs r;
+          r.o = line_aligned(r.o_store, static_cast<size_t>(B * H * n * dv));
+          r.dq = line_aligned(r.dq_store, static_cast<size_t>(B * H * n * dk));
+          r.dk = line_aligned(r.dk_store, static_cast<size_t>(B * G * n * dk));
+          r.dv = line_aligned(r.dv_store, static_cast<size_t>(B * G * n * dv));
+          r.ds_in.assign(static_cast<size_t>(B * G * dk * dv), -7.0f);
+          forward(p.qv(), p.kv(), p.vv(), bhnd(r.o, B, H, n, dv), opt, p.s0v());
+          backward(p.qv(), p.kv(), p.vv(), bhnd<const float>(d_o.data(), B, H, n, dv), bhnd(r.dq, B, H, n, dk),
+                   bhnd(r.dk, B, G, n, dk), bhnd(r.dv, B, G, n, dv), opt, p.s0v(),
+                   state_view(ds_out.data(), B, G, dk, dv), state_view(r.ds_in.data(), B, G, dk, dv));
+          return r;
+        };
+        const Outputs plain = run(INT64_MAX), streamed = run(0);
+        const auto same = [](const float* a, const float* b, int64_t count) {
+          return std::memcmp(a, b, static_cast<size_t>(count) * sizeof(float)) == 0;
+        };
+        const std::string at = "H " + std::to_string(H) + ", n " + std::to_string(n) + ", threads " + std::to_string(threads);
+        EXPECT_TRUE(same(plain.o, streamed.o, B * H * n * dv)) << "o, " << at;
+        EXPECT_TRUE(same(plain.dq, streamed.dq, B * H * n * dk)) << "dQ, " << at;
+        EXPECT_TRUE(same(plain.dk, streamed.dk, B * G * n * dk)) << "dK, " << at;
+        EXPECT_TRUE(same(plain.dv, streamed.dv, B * G * n * dv)) << "dV, " << at;
+        EXPECT_TRUE(same(plain.ds_in.data(), streamed.ds_in.data(), B * G * dk * dv)) << "dS_in, " << at;
+        // And the outputs were written at all.
+        EXPECT_NE(streamed.dv[0], -7.0f) << at;
+      }
+}
+
+LIGHTNING_INSTANTIATE_FOR_PATHS(Streaming);
+
+}  // namespace
+}  // namespace lightning::test
