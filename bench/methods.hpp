@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <lightning/detail/buffer.hpp>
 #include <lightning/detail/parallel.hpp>
 #include <lightning/detail/tiled.hpp>
 #include <lightning/lightning.hpp>
@@ -26,9 +27,11 @@ inline constexpr int64_t kHeads = 8;
  */
 struct Problem {
   int64_t n = 0, d = 0;
-  std::vector<float> q, k, v, o;
+  // fp32 tensors start 64-byte lines, as PyTorch's and ggml's allocators give them (malloc's large
+  // blocks start 16 bytes past a line): a row of 16 floats is then one line, and outputs stream.
+  lightning::detail::Floats q, k, v, o;
   std::vector<lightning::bf16> q16, k16, v16, o16;  // q, k, v rounded to bf16, and a bf16 output
-  std::vector<float> d_o, dq, dk, dv;               // the backward's input gradient and outputs
+  lightning::detail::Floats d_o, dq, dk, dv;        // the backward's input gradient and outputs
   const float* slopes = nullptr;                    // kHeads decay rates
   int threads = 1;                                  // 0: every core
 };
@@ -103,7 +106,7 @@ inline void run_lightning(Problem& p, lightning::Path path) {
 /** q, k and v rounded to bf16 (and a bf16 output) for the bf16 rows, once per shape. */
 inline void prepare_bf16(Problem& p) {
   if (p.q16.size() == p.q.size()) return;
-  const auto round = [](const std::vector<float>& x, std::vector<lightning::bf16>& y) {
+  const auto round = [](const lightning::detail::Floats& x, std::vector<lightning::bf16>& y) {
     y.resize(x.size());
     for (size_t i = 0; i < x.size(); ++i) y[i] = lightning::bf16(x[i]);
   };
@@ -143,8 +146,8 @@ inline void run_backward(Problem& p, lightning::Path path) {
   opt.slopes = p.slopes;
   opt.threads = p.threads;
   opt.path = path;
-  const auto in = [&](const std::vector<float>& x) { return lightning::bhnd(x.data(), 1, kHeads, p.n, p.d); };
-  const auto out = [&](std::vector<float>& x) { return lightning::bhnd(x.data(), 1, kHeads, p.n, p.d); };
+  const auto in = [&](const lightning::detail::Floats& x) { return lightning::bhnd(x.data(), 1, kHeads, p.n, p.d); };
+  const auto out = [&](lightning::detail::Floats& x) { return lightning::bhnd(x.data(), 1, kHeads, p.n, p.d); };
   lightning::backward(in(p.q), in(p.k), in(p.v), in(p.d_o), out(p.dq), out(p.dk), out(p.dv), opt);
 }
 
