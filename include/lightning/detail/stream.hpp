@@ -23,9 +23,10 @@ inline int64_t stream_min_bytes = int64_t{8} << 20;
  * 64-byte lines (the data and every stride), at least stream_min_bytes in all. Such an output is
  * written once, by whole lines, and not read back, so fetching its lines before the writes (the
  * read-for-ownership of an ordinary store, or the loops' prefetchw) is traffic for nothing: on Zen 4
- * (d = 128, n = 16384, heads 8) the forward took 0.945x its time streaming o, and the backward
- * 0.95-0.97x streaming dQ and dV. The avx2 tiles write rows of 96 bytes, half lines that a streaming
- * store would send out alone, and measured no gain (0.99-1.00x): only avx512 streams.
+ * (d = 128, n = 16384, heads 8, old/new alternated) the forward took 0.95-0.97x its time streaming
+ * o, and the backward 0.97-1.00x streaming dQ, dK and dV. The avx2 tiles write rows of 96 bytes,
+ * half lines that a streaming store would send out alone, and measured no gain (0.99-1.00x): only
+ * avx512 streams.
  */
 template <Path P, class T>
 bool streams(const View<T>& x) {
