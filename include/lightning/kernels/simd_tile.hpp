@@ -159,16 +159,29 @@ template <class Ops, int R, int V, bool full, bool two>
 }
 
 /** The tile for nr in [1, NV W]: NV vectors when nr fills them, fewer (or a masked last one) otherwise. */
-template <class Ops, int R, int NV, bool two = true>
+template <class Ops, int R, int NV>
 inline void tile_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
                       bool stream = false) {
   constexpr int W = Ops::W;
   if constexpr (NV > 1)
-    if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1, two>(nr, x, y, C, ldc, beta, stream);
+    if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1>(nr, x, y, C, ldc, beta, stream);
   if (nr == NV * W)
-    tile<Ops, R, NV, true, two>(nr, x, y, C, ldc, beta, stream);
+    tile<Ops, R, NV, true, true>(nr, x, y, C, ldc, beta, stream);
   else
-    tile<Ops, R, NV, false, two>(nr, x, y, C, ldc, beta, stream);
+    tile<Ops, R, NV, false, true>(nr, x, y, C, ldc, beta, stream);
+}
+
+/**
+ * x alone over R rows and nr = W, 2 W, ..., NV W columns: the one-operand tile, instantiated for
+ * whole vectors only. The other shapes of a plain product (a row or column rest) take tile_rows with
+ * an empty y: one-operand tiles of every shape doubled the compile time of the kernels' translation
+ * units (20 to 27 s for the fp32 instances), for tiles that are rare.
+ */
+template <class Ops, int R, int NV>
+inline void whole_vector_rows(int nr, const Operand& x, float* C, int64_t ldc, float beta) {
+  if constexpr (NV > 1)
+    if (nr < NV * Ops::W) return whole_vector_rows<Ops, R, NV - 1>(nr, x, C, ldc, beta);
+  tile<Ops, R, NV, true, false>(nr, x, x, C, ldc, beta, false);
 }
 
 }  // namespace lightning::kernels::simd
