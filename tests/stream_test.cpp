@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "lightning/detail/buffer.hpp"
 #include "lightning/detail/stream.hpp"
 #include "lightning/lightning.hpp"
 #include "util.hpp"
@@ -21,16 +23,14 @@ struct StreamThreshold {
   ~StreamThreshold() { detail::stream_min_bytes = saved; }
 };
 
-/** `count` floats from a 64-byte line, inside `storage`. */
-float* line_aligned(std::vector<float>& storage, size_t count) {
-  storage.assign(count + 16, -7.0f);
-  float* p = storage.data();
-  while (reinterpret_cast<std::uintptr_t>(p) % 64 != 0) ++p;
-  return p;
+/** `count` floats of -7 from a 64-byte line (detail::Floats starts each buffer on one). */
+float* line_aligned(detail::Floats& storage, size_t count) {
+  storage.assign(count, -7.0f);
+  return storage.data();
 }
 
 TEST(Streaming, OnlyLineAlignedLargeFp32OutputsOnAvx512Stream) {
-  std::vector<float> storage;
+  detail::Floats storage;
   float* x = line_aligned(storage, 2 * 3 * 40 * 64);
   const StreamThreshold any(0);
   EXPECT_TRUE((detail::streams<Path::avx512>(bhnd(x, 2, 3, 40, 64))));
@@ -45,7 +45,8 @@ TEST(Streaming, OnlyLineAlignedLargeFp32OutputsOnAvx512Stream) {
 }
 
 struct Outputs {
-  std::vector<float> o_store, dq_store, dk_store, dv_store, ds_in;
+  detail::Floats o_store, dq_store, dk_store, dv_store;
+  std::vector<float> ds_in;
   float *o, *dq, *dk, *dv;
 };
 
