@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -155,30 +156,40 @@ inline float decay_beta(float* x, int64_t rows, int64_t cols, int64_t ld, float 
   return 1.0f;
 }
 
-/** sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float. */
+/**
+ * sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float over 16 lanes of
+ * partial sums (one sum in order is a chain of dependent adds, which held 2% of the backward with
+ * d_slopes), the lanes added in order.
+ */
 template <class Weight>
 double weighted_row_dots(int64_t m, int64_t d, const float* x, int64_t ldx, const float* y, int64_t ldy,
                          Weight weight) {
+  constexpr int L = 16;
   double acc = 0;
   for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * ldx;
+    const float* yi = y + i * ldy;
+    float lane[L] = {};
+    int64_t c = 0;
+    for (; c + L <= d; c += L)
+      for (int l = 0; l < L; ++l) lane[l] += xi[c + l] * yi[c + l];
+    for (; c < d; ++c) lane[c % L] += xi[c] * yi[c];
     float dot = 0;
-    for (int64_t c = 0; c < d; ++c) dot += x[i * ldx + c] * y[i * ldy + c];
+    for (float e : lane) dot += e;
     acc += weight(i) * static_cast<double>(dot);
   }
   return acc;
 }
 
 /**
- * 0 when the rows x cols entries of x are all finite, NaN otherwise (x - x is NaN exactly for NaN
- * and infinities). d_slopes[g] sums a term for every token of head g, the weight-0 ones (lag 0, no
- * initial state) included, so a NaN or Inf anywhere in head g's inputs makes it NaN, as 0 * NaN is
- * NaN (README).
+ * 0 when the rows x cols entries of x are all finite, NaN otherwise. d_slopes[g] sums a term for
+ * every token of head g, the weight-0 ones (lag 0, no initial state) included, so a NaN or Inf
+ * anywhere in head g's inputs makes it NaN, as 0 * NaN is NaN (README). all_finite's sums run in
+ * vectors: one float sum in order, a chain of dependent adds, held 10% of the backward with d_slopes
+ * (avx512, d = 128; cpu-clock profile).
  */
 inline float nonfinite_poison(int64_t rows, int64_t cols, const float* x, int64_t ld) {
-  float p = 0.0f;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) p += x[r * ld + c] - x[r * ld + c];
-  return p;
+  return all_finite(rows, cols, x, ld) ? 0.0f : std::numeric_limits<float>::quiet_NaN();
 }
 
 /** Where a block's gradient rows are summed: the fp32 output rows themselves, or `stage` (row stride out.dim). */
