@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "lightning/attention.hpp"
 #include "lightning/backward.hpp"
@@ -20,7 +21,8 @@
 #include "lightning/storage.hpp"
 #include "lightning/varlen.hpp"
 
-// The entry points' instantiations for storage type T on path P, each preceded by `prefix`
+// The entry points' instantiations for storage type T on path P (and forward_split, the sequence-parallel
+// forward the tests call directly), each preceded by `prefix`
 // (`extern` for declarations, nothing for definitions).
 #define LIGHTNING_DETAIL_ENTRY_POINTS(prefix, P, T)                                                                  \
   prefix template void lightning::detail::forward_all<lightning::Path::P, T>(                                       \
@@ -30,7 +32,9 @@
   prefix template void lightning::detail::backward_all<lightning::Path::P, T>(                                      \
       const lightning::detail::BackwardArgs<T>&, int);                                                              \
   prefix template void lightning::detail::forward_varlen_all<lightning::Path::P, T>(                                \
-      const lightning::detail::ForwardArgs<T>&, const int64_t*, int64_t, int);
+      const lightning::detail::ForwardArgs<T>&, const int64_t*, int64_t, int);                                      \
+  prefix template void lightning::detail::forward_split<lightning::Path::P, T>(                                     \
+      const lightning::detail::ForwardArgs<T>&, int, const std::vector<lightning::detail::Piece>&);
 
 #if LIGHTNING_HAVE_AVX2
 #define LIGHTNING_DETAIL_ENTRY_POINTS_AVX2(prefix, T) LIGHTNING_DETAIL_ENTRY_POINTS(prefix, avx2, T)
