@@ -21,9 +21,9 @@
 #include "lightning/storage.hpp"
 #include "lightning/varlen.hpp"
 
-// The entry points' instantiations for storage type T on path P (and forward_split, the sequence-parallel
-// forward the tests call directly), each preceded by `prefix`
-// (`extern` for declarations, nothing for definitions).
+// The entry points' instantiations for storage type T on path P, and forward_split's (the
+// sequence-parallel forward, which the tests call directly), each preceded by `prefix` (`extern`
+// for declarations, nothing for definitions).
 #define LIGHTNING_DETAIL_ENTRY_POINTS(prefix, P, T)                                                                  \
   prefix template void lightning::detail::forward_all<lightning::Path::P, T>(                                       \
       const lightning::detail::ForwardArgs<T>&, int);                                                               \
