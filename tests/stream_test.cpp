@@ -24,14 +24,11 @@ struct StreamThreshold {
 };
 
 /** `count` floats of -7 from a 64-byte line (detail::Floats starts each buffer on one). */
-float* line_aligned(detail::Floats& storage, size_t count) {
-  storage.assign(count, -7.0f);
-  return storage.data();
-}
+detail::Floats line_aligned(size_t count) { return detail::Floats(count, -7.0f); }
 
 TEST(Streaming, OnlyLineAlignedLargeFp32OutputsOnAvx512Stream) {
-  detail::Floats storage;
-  float* x = line_aligned(storage, 2 * 3 * 40 * 64);
+  detail::Floats storage = line_aligned(2 * 3 * 40 * 64);
+  float* x = storage.data();
   const StreamThreshold any(0);
   EXPECT_TRUE((detail::streams<Path::avx512>(bhnd(x, 2, 3, 40, 64))));
   EXPECT_FALSE((detail::streams<Path::avx2>(bhnd(x, 2, 3, 40, 64))));
@@ -45,9 +42,8 @@ TEST(Streaming, OnlyLineAlignedLargeFp32OutputsOnAvx512Stream) {
 }
 
 struct Outputs {
-  detail::Floats o_store, dq_store, dk_store, dv_store;
+  detail::Floats o, dq, dk, dv;
   std::vector<float> ds_in;
-  float *o, *dq, *dk, *dv;
 };
 
 class Streaming : public ::testing::TestWithParam<Path> {};
@@ -68,15 +64,12 @@ TEST_P(Streaming, StreamedOutputsHaveTheSameBits) {
         opt.threads = threads;
         const auto run = [&](int64_t min_bytes) {
           const StreamThreshold threshold(min_bytes);
-          Outputs r;
-          r.o = line_aligned(r.o_store, static_cast<size_t>(B * H * n * dv));
-          r.dq = line_aligned(r.dq_store, static_cast<size_t>(B * H * n * dk));
-          r.dk = line_aligned(r.dk_store, static_cast<size_t>(B * G * n * dk));
-          r.dv = line_aligned(r.dv_store, static_cast<size_t>(B * G * n * dv));
-          r.ds_in.assign(static_cast<size_t>(B * G * dk * dv), -7.0f);
-          forward(p.qv(), p.kv(), p.vv(), bhnd(r.o, B, H, n, dv), opt, p.s0v());
-          backward(p.qv(), p.kv(), p.vv(), bhnd<const float>(d_o.data(), B, H, n, dv), bhnd(r.dq, B, H, n, dk),
-                   bhnd(r.dk, B, G, n, dk), bhnd(r.dv, B, G, n, dv), opt, p.s0v(),
+          Outputs r{line_aligned(static_cast<size_t>(B * H * n * dv)), line_aligned(static_cast<size_t>(B * H * n * dk)),
+                    line_aligned(static_cast<size_t>(B * G * n * dk)), line_aligned(static_cast<size_t>(B * G * n * dv)),
+                    std::vector<float>(static_cast<size_t>(B * G * dk * dv), -7.0f)};
+          forward(p.qv(), p.kv(), p.vv(), bhnd(r.o.data(), B, H, n, dv), opt, p.s0v());
+          backward(p.qv(), p.kv(), p.vv(), bhnd<const float>(d_o.data(), B, H, n, dv), bhnd(r.dq.data(), B, H, n, dk),
+                   bhnd(r.dk.data(), B, G, n, dk), bhnd(r.dv.data(), B, G, n, dv), opt, p.s0v(),
                    state_view(ds_out.data(), B, G, dk, dv), state_view(r.ds_in.data(), B, G, dk, dv));
           return r;
         };
@@ -85,10 +78,10 @@ TEST_P(Streaming, StreamedOutputsHaveTheSameBits) {
           return std::memcmp(a, b, static_cast<size_t>(count) * sizeof(float)) == 0;
         };
         const std::string at = "H " + std::to_string(H) + ", n " + std::to_string(n) + ", threads " + std::to_string(threads);
-        EXPECT_TRUE(same(plain.o, streamed.o, B * H * n * dv)) << "o, " << at;
-        EXPECT_TRUE(same(plain.dq, streamed.dq, B * H * n * dk)) << "dQ, " << at;
-        EXPECT_TRUE(same(plain.dk, streamed.dk, B * G * n * dk)) << "dK, " << at;
-        EXPECT_TRUE(same(plain.dv, streamed.dv, B * G * n * dv)) << "dV, " << at;
+        EXPECT_TRUE(same(plain.o.data(), streamed.o.data(), B * H * n * dv)) << "o, " << at;
+        EXPECT_TRUE(same(plain.dq.data(), streamed.dq.data(), B * H * n * dk)) << "dQ, " << at;
+        EXPECT_TRUE(same(plain.dk.data(), streamed.dk.data(), B * G * n * dk)) << "dK, " << at;
+        EXPECT_TRUE(same(plain.dv.data(), streamed.dv.data(), B * G * n * dv)) << "dV, " << at;
         EXPECT_TRUE(same(plain.ds_in.data(), streamed.ds_in.data(), B * G * dk * dv)) << "dS_in, " << at;
         // And the outputs were written at all.
         EXPECT_NE(streamed.dv[0], -7.0f) << at;

@@ -181,17 +181,6 @@ double weighted_row_dots(int64_t m, int64_t d, const float* x, int64_t ldx, cons
   return acc;
 }
 
-/**
- * 0 when the rows x cols entries of x are all finite, NaN otherwise. d_slopes[g] sums a term for
- * every token of head g, the weight-0 ones (lag 0, no initial state) included, so a NaN or Inf
- * anywhere in head g's inputs makes it NaN, as 0 * NaN is NaN (README). all_finite's sums run in
- * vectors: one float sum in order, a chain of dependent adds, held 10% of the backward with d_slopes
- * (avx512, d = 128; cpu-clock profile).
- */
-inline float nonfinite_poison(int64_t rows, int64_t cols, const float* x, int64_t ld) {
-  return all_finite(rows, cols, x, ld) ? 0.0f : std::numeric_limits<float>::quiet_NaN();
-}
-
 /** Where a block's gradient rows are summed: the fp32 output rows themselves, or `stage` (row stride out.dim). */
 template <class T>
 float* gradient_rows(const View<T>& out, int64_t b, int64_t h, int64_t t, Floats& stage, int64_t& ld) {
@@ -253,12 +242,16 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   float* Pm = w.p.data();
   float* Am = w.a.data();
   bool s_zero = a.state_in.absent(), w_zero = true;
-  float poison = 0.0f;  // NaN once a NaN or Inf is among the inputs d_slopes reads
+  // d_slopes[g] sums a term for every token of head g, the weight-0 ones (lag 0, no initial state)
+  // included, so a NaN or Inf anywhere in head g's inputs makes it NaN, as 0 * NaN is NaN (README):
+  // false once one is among the inputs d_slopes reads (all_finite: vectorised sums, where one float
+  // sum in order had held 10% of the avx512 backward with d_slopes).
+  bool finite = true;
   if (!s_zero)
     for (int64_t i = 0; i < dk; ++i) {
       const float* row = a.state_in.row(b, g, i);
       for (int64_t c = 0; c < dv; ++c) St[c * ldst + i] = row[c];
-      if (need_ds) poison += nonfinite_poison(1, dv, row, dv);
+      if (need_ds) finite = finite && all_finite(1, dv, row, dv);
     }
   double slope_sum = 0;  // sum_t c q_t W_t do_t^T, in double across blocks
 
@@ -272,7 +265,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     int64_t ldk, ldv;
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
-    if (need_ds) poison += nonfinite_poison(m, dk, K, ldk) + nonfinite_poison(m, dv, V, ldv);
+    if (need_ds) finite = finite && all_finite(m, dk, K, ldk) && all_finite(m, dv, V, ldv);
     for (int64_t j = 0; j < m; ++j) {  // row scales towards the block's end: lambda^{m-1-j}, (m-1-j) lambda^{m-1-j}
       w.to_end[j] = pw[m - 1 - j];
       w.to_end_weighted[j] = wpw[m - 1 - j];
@@ -287,7 +280,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       int64_t ldq = 0, ldo;
       const float* Q = need_ds ? rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq) : nullptr;  // read only for d_slopes
       const float* dO = rows_as_floats<P>(a.d_o, b, h, t0, m, w.d_o, ldo);
-      if (need_ds) poison += nonfinite_poison(m, dk, Q, ldq) + nonfinite_poison(m, dv, dO, ldo);
+      if (need_ds) finite = finite && all_finite(m, dk, Q, ldq) && all_finite(m, dv, dO, ldo);
       // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not.
       if (!s_zero)
         for (int64_t i = 0; i < m; ++i)
@@ -354,11 +347,11 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     if (!a.d_state_out.absent())
       for (int64_t i = 0; i < dk; ++i) {
         const float* row = a.d_state_out.row(b, g, i);
-        poison += nonfinite_poison(1, dv, row, dv);
+        finite = finite && all_finite(1, dv, row, dv);
         if (!w_zero)
           for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * ldst + i];
       }
-    a.d_slopes[b * a.k.heads + g] = poison == 0.0f ? -out : static_cast<double>(poison);
+    a.d_slopes[b * a.k.heads + g] = finite ? -out : std::numeric_limits<double>::quiet_NaN();
   }
 }
 

@@ -100,17 +100,11 @@ struct Kernels<Path::avx2> {
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta, bool stream = false) {
-    with_rows<MR>(mr, [&](auto rows) {
-      simd::tile_rows<avx2_detail::Ops, decltype(rows)::value, NR / avx2_detail::Ops::W>(nr, x, y, C, ldc, beta, stream);
-    });
+    simd::gemm_tile2<avx2_detail::Ops, MR, NR>(mr, nr, x, y, C, ldc, beta, stream);
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {
-    const simd::Operand x{kc, A, lda, B, ldb};
-    if (mr == MR && nr % W == 0)  // the common tile: one operand, no second k loop's checks
-      simd::whole_vector_rows<avx2_detail::Ops, MR, NR / W>(nr, x, C, ldc, beta);
-    else
-      gemm_tile2(mr, nr, x, {0, A, lda, B, ldb}, C, ldc, beta);
+    simd::gemm_tile<avx2_detail::Ops, MR, NR>(mr, nr, kc, A, lda, B, ldb, C, ldc, beta);
   }
 
   static void axpby(int64_t n, float a, const float* x, float b, float* y) {

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "lightning/kernels/kernels.hpp"
+
 namespace lightning::kernels::simd {
 
 /**
@@ -182,6 +184,26 @@ inline void whole_vector_rows(int nr, const Operand& x, float* C, int64_t ldc, f
   if constexpr (NV > 1)
     if (nr < NV * Ops::W) return whole_vector_rows<Ops, R, NV - 1>(nr, x, C, ldc, beta);
   tile<Ops, R, NV, true, false>(nr, x, x, C, ldc, beta, false);
+}
+
+/** A SIMD path's gemm_tile2 (kernels.hpp) over its MR x NR register tile: the rows' count fixed at compile time. */
+template <class Ops, int MR, int NR>
+inline void gemm_tile2(int mr, int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
+                       bool stream) {
+  with_rows<MR>(mr, [&](auto rows) {
+    tile_rows<Ops, decltype(rows)::value, NR / Ops::W>(nr, x, y, C, ldc, beta, stream);
+  });
+}
+
+/** A SIMD path's gemm_tile (kernels.hpp): whole tiles by the one-operand tile, the rest by gemm_tile2. */
+template <class Ops, int MR, int NR>
+inline void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                      int64_t ldc, float beta) {
+  const Operand x{kc, A, lda, B, ldb};
+  if (mr == MR && nr % Ops::W == 0)  // the common tile: one operand, no second k loop's checks
+    whole_vector_rows<Ops, MR, NR / Ops::W>(nr, x, C, ldc, beta);
+  else
+    gemm_tile2<Ops, MR, NR>(mr, nr, x, {0, A, lda, B, ldb}, C, ldc, beta, false);
 }
 
 }  // namespace lightning::kernels::simd
