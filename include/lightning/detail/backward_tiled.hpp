@@ -247,12 +247,13 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   // false once one is among the inputs d_slopes reads (all_finite: vectorised sums, where one float
   // sum in order had held 10% of the avx512 backward with d_slopes).
   bool finite = true;
-  if (!s_zero)
+  if (!s_zero) {
     for (int64_t i = 0; i < dk; ++i) {
       const float* row = a.state_in.row(b, g, i);
       for (int64_t c = 0; c < dv; ++c) St[c * ldst + i] = row[c];
-      if (need_ds) finite = finite && all_finite(1, dv, row, dv);
     }
+    if (need_ds) finite = all_finite(dk, dv, a.state_in.row(b, g, 0), a.state_in.seq_stride);
+  }
   double slope_sum = 0;  // sum_t c q_t W_t do_t^T, in double across blocks
 
   for (int64_t t0 = 0; t0 < n; t0 += a.block) {
@@ -344,13 +345,14 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   if (stream_dq) end_streams();
   if (need_ds) {
     double out = slope_sum;
-    if (!a.d_state_out.absent())
-      for (int64_t i = 0; i < dk; ++i) {
-        const float* row = a.d_state_out.row(b, g, i);
-        finite = finite && all_finite(1, dv, row, dv);
-        if (!w_zero)
+    if (!a.d_state_out.absent()) {
+      finite = finite && all_finite(dk, dv, a.d_state_out.row(b, g, 0), a.d_state_out.seq_stride);
+      if (!w_zero)
+        for (int64_t i = 0; i < dk; ++i) {
+          const float* row = a.d_state_out.row(b, g, i);
           for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * ldst + i];
-      }
+        }
+    }
     a.d_slopes[b * a.k.heads + g] = finite ? -out : std::numeric_limits<double>::quiet_NaN();
   }
 }
