@@ -121,6 +121,8 @@ struct BackwardWorkspace {
   // Transposed blocks (rows of length ldp): k^T, v^T, v^T decayed to the block's end, tangent-weighted
   // v^T, q^T plain and scaled by c lambda^{i+1}, and dK^T.
   Floats kt, vt, vdt, vwt, qt, qdt, dkt;
+  // With pair tiles (avx512, blocks of 16): v^T decayed and the block's P~ in pair layout (rows of 32).
+  Floats vdp, pz;
   // Block x block products P and A, and the masked transpose of either.
   Floats p, a, pt;
   // Running states: S^T and its tangent W^T [d_v x d_k], the adjoint R [d_k x d_v]; padding stays 0.
@@ -138,6 +140,8 @@ struct BackwardWorkspace {
     for (auto* b : {&p, &a, &pt}) b->resize(sz(block * ldp));
     for (auto* b : {&st, &wt}) b->resize(sz(dv_ * ldst));
     r.resize(sz(dk_ * ldr));
+    vdp.resize(sz(dv_ / 2 * 32));
+    pz.resize(sz(8 * 32));
     to_end.resize(sz(block));
     to_end_weighted.resize(sz(block));
   }
@@ -377,6 +381,7 @@ void add_dk_intra_exact(int64_t m, int64_t dk, const float* Pm, int64_t ldpm, fl
  */
 template <Path P, class T>
 void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
+  using Ker = kernels::Kernels<P>;
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldr = w.ldr;
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar;
@@ -398,6 +403,10 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   bool r_zero = a.d_state_out.absent();
   if (!r_zero)
     for (int64_t i = 0; i < dk; ++i) std::copy_n(a.d_state_out.row(b, g, i), dv, R + i * ldr);
+  // dK^T's products are one vector wide at avx512's block of 16: there they run in pair tiles
+  // (kernels/avx512.hpp), whole blocks of 16 rows and d_v a multiple of 16; other blocks as below.
+  constexpr bool has_pairs = kernels::PairTiles<P>::value;
+  const bool pair_shape = has_pairs && need_dk && group > 0 && dv % 16 == 0;
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
@@ -410,9 +419,15 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     for (int64_t j = 0; j < m; ++j) w.to_end[j] = pw[m - 1 - j];
-    // The decayed V^T of dK's inter term, and V^T for P = dO V^T unless pass 1 kept P~; the decayed
-    // K rows of dV's inter term.
-    if (need_dk) {
+    const bool pairs = pair_shape && m == 16;
+    // The decayed V^T of dK's inter term (in pair layout for pair tiles), and V^T for P = dO V^T unless
+    // pass 1 kept P~; the decayed K rows of dV's inter term.
+    if constexpr (has_pairs)
+      if (pairs) {
+        pair_transpose<P>(m, dv, V, ldv, w.vdp.data(), 32, w.to_end.data());
+        if (!stash) transpose<P>(m, dv, V, ldv, w.vt.data(), ldp);
+      }
+    if (need_dk && !pairs) {
       if (stash)
         transpose<P>(m, dv, V, ldv, w.vdt.data(), ldp, w.to_end.data());
       else
@@ -449,11 +464,18 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (!stash)
           gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile,
                            [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); });
-        if (all_finite(m, dk, Q, ldq)) {
+        const bool finite_q = all_finite(m, dk, Q, ldq);
+        if constexpr (has_pairs)
+          if (pairs && (finite_q || inter)) {  // P~ zipped into pair layout; R (V~)^T alone when Q is not finite
+            if (finite_q) Ker::zip_row_pairs(m, Pl, ldl, w.pz.data());
+            gemm_pairs<P>(dk, inter ? dv : 0, R, ldr, w.vdp.data(), finite_q ? m : 0, w.qt.data(), ldp, w.pz.data(), dKt,
+                          ldp, beta, tile);
+          }
+        if (finite_q && !pairs) {
           gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, ldr, w.vdt.data(), ldp, w.qt.data(), ldp, Pl, ldl, dKt, ldp,
                                    beta, tile);
-        } else {
-          if (inter) gemm<P>(Part::full, dk, m, dv, R, ldr, w.vdt.data(), ldp, dKt, ldp, beta);
+        } else if (!finite_q) {
+          if (inter && !pairs) gemm<P>(Part::full, dk, m, dv, R, ldr, w.vdt.data(), ldp, dKt, ldp, beta);
           add_dk_intra_exact<P>(m, dk, Pl, ldl, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
         }
       }

@@ -193,4 +193,22 @@ void gemm_plus_lower_right(int64_t M, int64_t N, int64_t kx, const float* X, int
   }
 }
 
+/**
+ * C = beta C + X Y + A Z over M x 16 on a path with pair tiles (kernels/avx512.hpp): Y (kx x 16)
+ * and Z (kz x 16) in pair layout, row stride 32, kx and kz even; X (M x kx) and A (M x kz) as they
+ * are kept. The products one vector wide of the avx512 backward at its block of 16 (dK^T), in tiles
+ * that feed two FMAs per broadcast. after_tile() runs after each register tile.
+ */
+template <Path P, class AfterTile = NoOp>
+void gemm_pairs(int64_t M, int64_t kx, const float* X, int64_t ldx, const float* Y, int64_t kz, const float* A,
+                int64_t lda, const float* Z, float* C, int64_t ldc, float beta, AfterTile&& after_tile = {}) {
+  using Ker = kernels::Kernels<P>;
+  for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
+    const int mr = row_tile<Ker::MR>(M - i0);
+    rows = mr;
+    Ker::gemm_pair_tile(mr, {kx, X + i0 * ldx, ldx, Y, 32}, {kz, A + i0 * lda, lda, Z, 32}, C + i0 * ldc, ldc, beta);
+    after_tile();
+  }
+}
+
 }  // namespace lightning::detail

@@ -88,6 +88,20 @@ void transpose_dual(int64_t rows, int64_t cols, const float* src, int64_t lds, f
 }
 
 /**
+ * The transpose of src (rows x cols, rows a multiple of 8, cols of 16) in pair layout, for a path
+ * with pair tiles (kernels/avx512.hpp): dst[q * ldd + 2 r + s] = scale[r] src[r * lds + 2 q + s],
+ * rows q of pairs of src's columns, each holding the pair of every row (scale null: 1).
+ */
+template <Path P>
+void pair_transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
+                    const float* scale) {
+  for (int64_t r = 0; r < rows; r += 8)
+    for (int64_t c = 0; c < cols; c += 16)
+      kernels::Kernels<P>::pair_transpose_8x8(src + r * lds + c, lds, dst + c / 2 * ldd + 2 * r, ldd,
+                                              scale ? scale + r : nullptr);
+}
+
+/**
  * Rows [i0, i1) of the causal mask of a block x, lower: row i keeps columns j <= i times
  * rev[j - i] and is zero for i < j < zero_end; rev points into a table read backwards (rev[-t] is
  * the weight of lag t), so each row's loop runs forwards through memory and vectorises. rev is read

@@ -22,6 +22,9 @@
 //                                  const float* scale);
 //   // The same over 16 x 16 tiles, where TT = 16 (avx512).
 //   static void transpose_16x16(...);  static void transpose_16x16_dual(...);
+//   // Optional (avx512): pair tiles for products one vector wide, B in pair layout (avx512.hpp),
+//   // with pair_tiles = true; PairTiles<P> below says whether a path has them.
+//   static void gemm_pair_tile(...);  static void pair_transpose_8x8(...);  static void zip_row_pairs(...);
 // };
 #pragma once
 
@@ -32,6 +35,12 @@
 namespace lightning::kernels {
 template <Path P>
 struct Kernels;
+
+/** Whether Kernels<P> has pair tiles (gemm_pair_tile and its layouts). */
+template <Path P, class = void>
+struct PairTiles : std::false_type {};
+template <Path P>
+struct PairTiles<P, std::void_t<decltype(Kernels<P>::pair_tiles)>> : std::bool_constant<Kernels<P>::pair_tiles> {};
 
 /** Calls fn(std::integral_constant<int, mr>{}) for a runtime row count mr in [1, MaxRows]. */
 template <int MaxRows, class Fn>
