@@ -107,12 +107,13 @@ inline void transpose_16x16_dual(const float* src, int64_t lds, float* dst, floa
 
 /**
  * Pair tiles: C[mr x 16] = beta C + x.A x.B + y.A y.B for products one vector (16 columns) wide, with
- * each B in pair layout: B[q * ldb + 2 j + s] holds the entry of row 2 q + s, column j (pair_layout
- * below), and k even. A k step takes A's two entries of rows 2 q and 2 q + 1 in one 8-byte broadcast,
- * which feeds two FMAs (columns 0-7 and 8-15, each lane pair summing the even and the odd steps
- * apart; added at the end), where the 8 x 16 broadcast tile feeds one: on Zen 5 a tile one vector wide
- * is bound by its loads, broadcasts included, not by the FMA pipes (8 x 16 at 70-80% of the peak on
- * hot data, this tile at 90-100%, as the 8 x 32 tile).
+ * each B in pair layout: B[q * ldb + 2 j + s] holds the entry of row 2 q + s, column j (made by
+ * pair_transpose_8x8 and zip_row_pairs below), and k even. A k step takes A's entries 2 q and 2 q + 1
+ * in one 8-byte broadcast, which feeds two FMAs (columns 0-7 and 8-15, each lane pair summing the even
+ * and the odd steps apart, added at the end), where the 8 x 16 broadcast tile feeds one: on Zen 5 a
+ * tile one vector wide is bound by its loads, broadcasts included, not by the FMA pipes (on hot data
+ * the 8 x 16 tile ran at 0.73-0.80x the 8 x 32 tile's rate, this one at 0.98-1.03x; at k = 16 with
+ * a beta, the state update's shape, this one is slower: its end costs more).
  */
 template <int R>
 [[gnu::noinline]] void pair_tile(const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc, float beta) {
