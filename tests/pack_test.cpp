@@ -193,10 +193,10 @@ TEST_P(TileLoops, PairTilesMatchALoop) {
             int64_t wrong = 0;
             for (int64_t q = 0; q < cols / 2; ++q)
               for (int64_t e = 0; e < ldd; ++e) {
-                const int64_t r = e / 2, c = 2 * q + e % 2;
-                const float x = src[static_cast<size_t>(r * lds + c)];
-                wrong += dst[static_cast<size_t>(q * ldd + e)] !=
-                         (e >= 2 * rows ? -1.0f : scaled ? scale[static_cast<size_t>(r)] * x : x);
+                const int64_t r = e / 2, c = 2 * q + e % 2;  // the padding past 2 rows entries untouched
+                const float x = r < rows ? src[static_cast<size_t>(r * lds + c)] : -1.0f;
+                const float want = r < rows && scaled ? scale[static_cast<size_t>(r)] * x : x;
+                wrong += dst[static_cast<size_t>(q * ldd + e)] != want;
               }
             EXPECT_EQ(wrong, 0) << "pair_transpose " << rows << " x " << cols << (scaled ? " scaled" : "");
           }
@@ -207,7 +207,7 @@ TEST_P(TileLoops, PairTilesMatchALoop) {
         Ker::zip_row_pairs(rows, src.data(), lds, dst.data());
         int64_t wrong = 0;
         for (size_t e = 0; e < dst.size(); ++e) {
-          const int64_t q = static_cast<int64_t>(e) / 32, j = static_cast<int64_t>(e) % 32 / 2, s = static_cast<int64_t>(e) % 2;
+          const int64_t at = static_cast<int64_t>(e), q = at / 32, j = at % 32 / 2, s = at % 2;
           wrong += dst[e] != (q < rows / 2 ? src[static_cast<size_t>((2 * q + s) * lds + j)] : -1.0f);
         }
         EXPECT_EQ(wrong, 0) << "zip_row_pairs " << rows;
@@ -216,7 +216,8 @@ TEST_P(TileLoops, PairTilesMatchALoop) {
       const auto pairs = [](const std::vector<float>& plain, int64_t k) {
         std::vector<float> out(static_cast<size_t>(k / 2 * 32 + 1));
         for (int64_t p = 0; p < k; ++p)
-          for (int64_t j = 0; j < 16; ++j) out[static_cast<size_t>(p / 2 * 32 + 2 * j + p % 2)] = plain[static_cast<size_t>(p * 16 + j)];
+          for (int64_t j = 0; j < 16; ++j)
+            out[static_cast<size_t>(p / 2 * 32 + 2 * j + p % 2)] = plain[static_cast<size_t>(p * 16 + j)];
         return out;
       };
       for (int64_t M : {1, 5, 8, 9, 13, 20, 128})
@@ -225,8 +226,10 @@ TEST_P(TileLoops, PairTilesMatchALoop) {
             for (float beta : {0.0f, 1.0f, 0.5f}) {
               const uint64_t seed = static_cast<uint64_t>(M * 1000 + kx * 10 + kz);
               const int64_t ldx = kx + 3, lda = kz + 5, ldc = 19;
-              const auto X = randn(static_cast<size_t>(M * ldx), 1.0f, seed), Y = randn(static_cast<size_t>(kx * 16), 1.0f, seed + 1);
-              const auto A = randn(static_cast<size_t>(M * lda), 1.0f, seed + 2), Z = randn(static_cast<size_t>(kz * 16), 1.0f, seed + 3);
+              const auto X = randn(static_cast<size_t>(M * ldx), 1.0f, seed);
+              const auto Y = randn(static_cast<size_t>(kx * 16), 1.0f, seed + 1);
+              const auto A = randn(static_cast<size_t>(M * lda), 1.0f, seed + 2);
+              const auto Z = randn(static_cast<size_t>(kz * 16), 1.0f, seed + 3);
               const auto C0 = randn(static_cast<size_t>(M * ldc), 1.0f, seed + 4);
               const auto Yp = pairs(Y, kx), Zp = pairs(Z, kz);
               std::vector<float> C = C0;
@@ -240,14 +243,17 @@ TEST_P(TileLoops, PairTilesMatchALoop) {
                     continue;
                   }
                   double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
-                  for (int64_t p = 0; p < kx; ++p) {
-                    const double t = static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * 16 + j)];
-                    ref += t, mag += std::abs(t);
-                  }
-                  for (int64_t p = 0; p < kz; ++p) {
-                    const double t = static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * Z[static_cast<size_t>(p * 16 + j)];
-                    ref += t, mag += std::abs(t);
-                  }
+                  // + L R over k steps (L row-major with row stride ldl, R plain k x 16)
+                  const auto add = [&](const std::vector<float>& L, int64_t ldl, const std::vector<float>& R,
+                                       int64_t k) {
+                    for (int64_t p = 0; p < k; ++p) {
+                      const double t = static_cast<double>(L[static_cast<size_t>(i * ldl + p)]) *
+                                       R[static_cast<size_t>(p * 16 + j)];
+                      ref += t, mag += std::abs(t);
+                    }
+                  };
+                  add(X, ldx, Y, kx);
+                  add(A, lda, Z, kz);
                   wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
                 }
               EXPECT_EQ(wrong, 0) << "gemm_pairs " << M << " rows, kx " << kx << ", kz " << kz << ", beta " << beta;

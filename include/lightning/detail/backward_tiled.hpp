@@ -468,8 +468,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if constexpr (has_pairs)
           if (pairs && (finite_q || inter)) {  // P~ zipped into pair layout; R (V~)^T alone when Q is not finite
             if (finite_q) Ker::zip_row_pairs(m, Pl, ldl, w.pz.data());
-            gemm_pairs<P>(dk, inter ? dv : 0, R, ldr, w.vdp.data(), finite_q ? m : 0, w.qt.data(), ldp, w.pz.data(), dKt,
-                          ldp, beta, tile);
+            gemm_pairs<P>(dk, inter ? dv : 0, R, ldr, w.vdp.data(), finite_q ? m : 0, w.qt.data(), ldp, w.pz.data(),
+                          dKt, ldp, beta, tile);
           }
         if (finite_q && !pairs) {
           gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, ldr, w.vdt.data(), ldp, w.qt.data(), ldp, Pl, ldl, dKt, ldp,

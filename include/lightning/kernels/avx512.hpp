@@ -173,8 +173,10 @@ inline void pair_transpose_8x8(const float* src, int64_t lds, float* dst, int64_
     }
   // x[i] holds pairs i and i + 4 of rows 0-3 (x[i + 4]: of rows 4-7).
   for (int i = 0; i < 4; ++i) {
-    _mm512_storeu_pd(reinterpret_cast<double*>(dst + i * ldd), _mm512_maskz_shuffle_f64x2(0xFF, x[i], x[i + 4], 0x88));
-    _mm512_storeu_pd(reinterpret_cast<double*>(dst + (i + 4) * ldd), _mm512_maskz_shuffle_f64x2(0xFF, x[i], x[i + 4], 0xDD));
+    const __m512d first = _mm512_maskz_shuffle_f64x2(0xFF, x[i], x[i + 4], 0x88);
+    const __m512d second = _mm512_maskz_shuffle_f64x2(0xFF, x[i], x[i + 4], 0xDD);
+    _mm512_storeu_pd(reinterpret_cast<double*>(dst + i * ldd), first);
+    _mm512_storeu_pd(reinterpret_cast<double*>(dst + (i + 4) * ldd), second);
   }
 }
 
