@@ -171,96 +171,93 @@ TEST_P(TileLoops, TriangleKeepsANaNToItsRows) {
     }
 }
 
-// The pair tiles of a path that has them (avx512): their layouts bit for bit against a loop, and
-// gemm_pairs (C = beta C + X Y + A Z, 16 columns, Y and Z in pair layout) against a loop in double at
-// row counts that split a rest, empty and short k ranges, and beta 0, 1 and otherwise.
-TEST_P(TileLoops, PairTilesMatchALoop) {
-  detail::with_path(GetParam(), [&](auto path) {
-    constexpr Path P = decltype(path)::value;
-    if constexpr (!kernels::PairTiles<P>::value) {
-      GTEST_SKIP() << "no pair tiles on " << path_name(P);
-    } else {
-      using Ker = kernels::Kernels<P>;
-      // Layouts: dst[q * ldd + 2 r + s] = scale[r] src[r * lds + 2 q + s]; the zip of row pairs.
-      for (int64_t rows : {8, 16})
-        for (int64_t cols : {16, 32, 128})
-          for (bool scaled : {false, true}) {
-            const int64_t lds = cols + 5, ldd = 2 * rows + 3;
-            const auto src = randn(static_cast<size_t>(rows * lds), 1.0f, static_cast<uint64_t>(rows + cols));
-            const auto scale = randn(static_cast<size_t>(rows), 1.0f, 3);
-            std::vector<float> dst(static_cast<size_t>(cols / 2 * ldd), -1.0f);
-            detail::pair_transpose<P>(rows, cols, src.data(), lds, dst.data(), ldd, scaled ? scale.data() : nullptr);
-            int64_t wrong = 0;
-            for (int64_t q = 0; q < cols / 2; ++q)
-              for (int64_t e = 0; e < ldd; ++e) {
-                const int64_t r = e / 2, c = 2 * q + e % 2;  // the padding past 2 rows entries untouched
-                const float x = r < rows ? src[static_cast<size_t>(r * lds + c)] : -1.0f;
-                const float want = r < rows && scaled ? scale[static_cast<size_t>(r)] * x : x;
-                wrong += dst[static_cast<size_t>(q * ldd + e)] != want;
-              }
-            EXPECT_EQ(wrong, 0) << "pair_transpose " << rows << " x " << cols << (scaled ? " scaled" : "");
-          }
-      for (int64_t rows : {2, 8, 16}) {
-        const int64_t lds = 21;
-        const auto src = randn(static_cast<size_t>(rows * lds), 1.0f, static_cast<uint64_t>(rows));
-        std::vector<float> dst(static_cast<size_t>(rows / 2 * 32 + 8), -1.0f);
-        Ker::zip_row_pairs(rows, src.data(), lds, dst.data());
+#if LIGHTNING_HAVE_AVX512
+// The pair tiles, which only the avx512 path has (kernels::PairTiles): their layouts bit for bit
+// against a loop, and gemm_pairs (C = beta C + X Y + A Z, 16 columns, Y and Z in pair layout) against
+// a loop in double at row counts that split a rest, empty and short k ranges, and beta 0, 1 and otherwise.
+TEST(PairTiles, MatchALoop) {
+  constexpr Path P = Path::avx512;
+  static_assert(kernels::PairTiles<P>::value && !kernels::PairTiles<Path::avx2>::value);
+  using Ker = kernels::Kernels<P>;
+  // Layouts: dst[q * ldd + 2 r + s] = scale[r] src[r * lds + 2 q + s]; the zip of row pairs.
+  for (int64_t rows : {8, 16})
+    for (int64_t cols : {16, 32, 128})
+      for (bool scaled : {false, true}) {
+        const int64_t lds = cols + 5, ldd = 2 * rows + 3;
+        const auto src = randn(static_cast<size_t>(rows * lds), 1.0f, static_cast<uint64_t>(rows + cols));
+        const auto scale = randn(static_cast<size_t>(rows), 1.0f, 3);
+        std::vector<float> dst(static_cast<size_t>(cols / 2 * ldd), -1.0f);
+        detail::pair_transpose<P>(rows, cols, src.data(), lds, dst.data(), ldd, scaled ? scale.data() : nullptr);
         int64_t wrong = 0;
-        for (size_t e = 0; e < dst.size(); ++e) {
-          const int64_t at = static_cast<int64_t>(e), q = at / 32, j = at % 32 / 2, s = at % 2;
-          wrong += dst[e] != (q < rows / 2 ? src[static_cast<size_t>((2 * q + s) * lds + j)] : -1.0f);
-        }
-        EXPECT_EQ(wrong, 0) << "zip_row_pairs " << rows;
+        for (int64_t q = 0; q < cols / 2; ++q)
+          for (int64_t e = 0; e < ldd; ++e) {
+            const int64_t r = e / 2, c = 2 * q + e % 2;  // the padding past 2 rows entries untouched
+            const float x = r < rows ? src[static_cast<size_t>(r * lds + c)] : -1.0f;
+            const float want = r < rows && scaled ? scale[static_cast<size_t>(r)] * x : x;
+            wrong += dst[static_cast<size_t>(q * ldd + e)] != want;
+          }
+        EXPECT_EQ(wrong, 0) << "pair_transpose " << rows << " x " << cols << (scaled ? " scaled" : "");
       }
-      // Products: Y (kx x 16) and Z (kz x 16) laid out in pairs here, by a loop.
-      const auto pairs = [](const std::vector<float>& plain, int64_t k) {
-        std::vector<float> out(static_cast<size_t>(k / 2 * 32 + 1));
-        for (int64_t p = 0; p < k; ++p)
-          for (int64_t j = 0; j < 16; ++j)
-            out[static_cast<size_t>(p / 2 * 32 + 2 * j + p % 2)] = plain[static_cast<size_t>(p * 16 + j)];
-        return out;
-      };
-      for (int64_t M : {1, 5, 8, 9, 13, 20, 128})
-        for (int64_t kx : {0, 2, 16, 128})
-          for (int64_t kz : {0, 16})
-            for (float beta : {0.0f, 1.0f, 0.5f}) {
-              const uint64_t seed = static_cast<uint64_t>(M * 1000 + kx * 10 + kz);
-              const int64_t ldx = kx + 3, lda = kz + 5, ldc = 19;
-              const auto X = randn(static_cast<size_t>(M * ldx), 1.0f, seed);
-              const auto Y = randn(static_cast<size_t>(kx * 16), 1.0f, seed + 1);
-              const auto A = randn(static_cast<size_t>(M * lda), 1.0f, seed + 2);
-              const auto Z = randn(static_cast<size_t>(kz * 16), 1.0f, seed + 3);
-              const auto C0 = randn(static_cast<size_t>(M * ldc), 1.0f, seed + 4);
-              const auto Yp = pairs(Y, kx), Zp = pairs(Z, kz);
-              std::vector<float> C = C0;
-              detail::gemm_pairs<P>(M, kx, X.data(), ldx, Yp.data(), kz, A.data(), lda, Zp.data(), C.data(), ldc, beta);
-              int64_t wrong = 0;
-              for (int64_t i = 0; i < M; ++i)
-                for (int64_t j = 0; j < ldc; ++j) {
-                  const size_t at = static_cast<size_t>(i * ldc + j);
-                  if (j >= 16) {
-                    wrong += C[at] != C0[at];
-                    continue;
-                  }
-                  double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
-                  // + L R over k steps (L row-major with row stride ldl, R plain k x 16)
-                  const auto add = [&](const std::vector<float>& L, int64_t ldl, const std::vector<float>& R,
-                                       int64_t k) {
-                    for (int64_t p = 0; p < k; ++p) {
-                      const double t = static_cast<double>(L[static_cast<size_t>(i * ldl + p)]) *
-                                       R[static_cast<size_t>(p * 16 + j)];
-                      ref += t, mag += std::abs(t);
-                    }
-                  };
-                  add(X, ldx, Y, kx);
-                  add(A, lda, Z, kz);
-                  wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
-                }
-              EXPECT_EQ(wrong, 0) << "gemm_pairs " << M << " rows, kx " << kx << ", kz " << kz << ", beta " << beta;
-            }
+  for (int64_t rows : {2, 8, 16}) {
+    const int64_t lds = 21;
+    const auto src = randn(static_cast<size_t>(rows * lds), 1.0f, static_cast<uint64_t>(rows));
+    std::vector<float> dst(static_cast<size_t>(rows / 2 * 32 + 8), -1.0f);
+    Ker::zip_row_pairs(rows, src.data(), lds, dst.data());
+    int64_t wrong = 0;
+    for (size_t e = 0; e < dst.size(); ++e) {
+      const int64_t at = static_cast<int64_t>(e), q = at / 32, j = at % 32 / 2, s = at % 2;
+      wrong += dst[e] != (q < rows / 2 ? src[static_cast<size_t>((2 * q + s) * lds + j)] : -1.0f);
     }
-  });
+    EXPECT_EQ(wrong, 0) << "zip_row_pairs " << rows;
+  }
+  // Products: Y (kx x 16) and Z (kz x 16) laid out in pairs here, by a loop.
+  const auto pairs = [](const std::vector<float>& plain, int64_t k) {
+    std::vector<float> out(static_cast<size_t>(k / 2 * 32 + 1));
+    for (int64_t p = 0; p < k; ++p)
+      for (int64_t j = 0; j < 16; ++j)
+        out[static_cast<size_t>(p / 2 * 32 + 2 * j + p % 2)] = plain[static_cast<size_t>(p * 16 + j)];
+    return out;
+  };
+  for (int64_t M : {1, 5, 8, 9, 13, 20, 128})
+    for (int64_t kx : {0, 2, 16, 128})
+      for (int64_t kz : {0, 16})
+        for (float beta : {0.0f, 1.0f, 0.5f}) {
+          const uint64_t seed = static_cast<uint64_t>(M * 1000 + kx * 10 + kz);
+          const int64_t ldx = kx + 3, lda = kz + 5, ldc = 19;
+          const auto X = randn(static_cast<size_t>(M * ldx), 1.0f, seed);
+          const auto Y = randn(static_cast<size_t>(kx * 16), 1.0f, seed + 1);
+          const auto A = randn(static_cast<size_t>(M * lda), 1.0f, seed + 2);
+          const auto Z = randn(static_cast<size_t>(kz * 16), 1.0f, seed + 3);
+          const auto C0 = randn(static_cast<size_t>(M * ldc), 1.0f, seed + 4);
+          const auto Yp = pairs(Y, kx), Zp = pairs(Z, kz);
+          std::vector<float> C = C0;
+          detail::gemm_pairs<P>(M, kx, X.data(), ldx, Yp.data(), kz, A.data(), lda, Zp.data(), C.data(), ldc, beta);
+          int64_t wrong = 0;
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < ldc; ++j) {
+              const size_t at = static_cast<size_t>(i * ldc + j);
+              if (j >= 16) {
+                wrong += C[at] != C0[at];
+                continue;
+              }
+              double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
+              // + L R over k steps (L row-major with row stride ldl, R plain k x 16)
+              const auto add = [&](const std::vector<float>& L, int64_t ldl, const std::vector<float>& R,
+                                   int64_t k) {
+                for (int64_t p = 0; p < k; ++p) {
+                  const double t = static_cast<double>(L[static_cast<size_t>(i * ldl + p)]) *
+                                   R[static_cast<size_t>(p * 16 + j)];
+                  ref += t, mag += std::abs(t);
+                }
+              };
+              add(X, ldx, Y, kx);
+              add(A, lda, Z, kz);
+              wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
+            }
+          EXPECT_EQ(wrong, 0) << "gemm_pairs " << M << " rows, kx " << kx << ", kz " << kz << ", beta " << beta;
+        }
 }
+#endif
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(TileLoops);
 
