@@ -140,8 +140,8 @@ struct BackwardWorkspace {
     for (auto* b : {&p, &a, &pt}) b->resize(sz(block * ldp));
     for (auto* b : {&st, &wt}) b->resize(sz(dv_ * ldst));
     r.resize(sz(dk_ * ldr));
-    vdp.resize(sz(dv_ / 2 * 32));
-    pz.resize(sz(8 * 32));
+    vdp.resize(sz(dv_ / 2 * kernels::kPairRow));
+    pz.resize(sz(block / 2 * kernels::kPairRow));
     to_end.resize(sz(block));
     to_end_weighted.resize(sz(block));
   }
@@ -422,12 +422,10 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const bool pairs = pair_shape && m == 16;
     // The decayed V^T of dK's inter term (in pair layout for pair tiles), and V^T for P = dO V^T unless
     // pass 1 kept P~; the decayed K rows of dV's inter term.
-    if constexpr (has_pairs)
-      if (pairs) {
-        pair_transpose<P>(m, dv, V, ldv, w.vdp.data(), 32, w.to_end.data());
-        if (!stash) transpose<P>(m, dv, V, ldv, w.vt.data(), ldp);
-      }
-    if (need_dk && !pairs) {
+    if (pairs) {  // implies need_dk
+      if constexpr (has_pairs) pair_transpose<P>(m, dv, V, ldv, w.vdp.data(), kernels::kPairRow, w.to_end.data());
+      if (!stash) transpose<P>(m, dv, V, ldv, w.vt.data(), ldp);
+    } else if (need_dk) {
       if (stash)
         transpose<P>(m, dv, V, ldv, w.vdt.data(), ldp, w.to_end.data());
       else
@@ -464,20 +462,22 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (!stash)
           gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile,
                            [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); });
+        // With a NaN or Inf in Q, Q^T P~ would meet P~'s zeros: R (V~)^T alone, then the row-exact term.
         const bool finite_q = all_finite(m, dk, Q, ldq);
-        if constexpr (has_pairs)
-          if (pairs && (finite_q || inter)) {  // P~ zipped into pair layout; R (V~)^T alone when Q is not finite
+        if (pairs) {  // P~ zipped into pair layout
+          if constexpr (has_pairs) {
             if (finite_q) Ker::zip_row_pairs(m, Pl, ldl, w.pz.data());
-            gemm_pairs<P>(dk, inter ? dv : 0, R, ldr, w.vdp.data(), finite_q ? m : 0, w.qt.data(), ldp, w.pz.data(),
-                          dKt, ldp, beta, tile);
+            if (finite_q || inter)
+              gemm_pairs<P>(dk, inter ? dv : 0, R, ldr, w.vdp.data(), finite_q ? m : 0, w.qt.data(), ldp,
+                            w.pz.data(), dKt, ldp, beta, tile);
           }
-        if (finite_q && !pairs) {
+        } else if (finite_q) {
           gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, ldr, w.vdt.data(), ldp, w.qt.data(), ldp, Pl, ldl, dKt, ldp,
                                    beta, tile);
-        } else if (!finite_q) {
-          if (inter && !pairs) gemm<P>(Part::full, dk, m, dv, R, ldr, w.vdt.data(), ldp, dKt, ldp, beta);
-          add_dk_intra_exact<P>(m, dk, Pl, ldl, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
+        } else if (inter) {
+          gemm<P>(Part::full, dk, m, dv, R, ldr, w.vdt.data(), ldp, dKt, ldp, beta);
         }
+        if (!finite_q) add_dk_intra_exact<P>(m, dk, Pl, ldl, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
       }
       if (need_dv)  // A~^T from K Q^T on and above the diagonal
         gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,

@@ -195,7 +195,7 @@ void gemm_plus_lower_right(int64_t M, int64_t N, int64_t kx, const float* X, int
 
 /**
  * C = beta C + X Y + A Z over M x 16 on a path with pair tiles (kernels/avx512.hpp): Y (kx x 16)
- * and Z (kz x 16) in pair layout, row stride 32, kx and kz even; X (M x kx) and A (M x kz) as they
+ * and Z (kz x 16) in pair layout, row stride kPairRow, kx and kz even; X (M x kx) and A (M x kz) as they
  * are kept. The products one vector wide of the avx512 backward at its block of 16 (dK^T), in tiles
  * that feed two FMAs per broadcast. after_tile() runs after each register tile.
  */
@@ -206,7 +206,8 @@ void gemm_pairs(int64_t M, int64_t kx, const float* X, int64_t ldx, const float*
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
     const int mr = row_tile<Ker::MR>(M - i0);
     rows = mr;
-    Ker::gemm_pair_tile(mr, {kx, X + i0 * ldx, ldx, Y, 32}, {kz, A + i0 * lda, lda, Z, 32}, C + i0 * ldc, ldc, beta);
+    constexpr int64_t ld = kernels::kPairRow;
+    Ker::gemm_pair_tile(mr, {kx, X + i0 * ldx, ldx, Y, ld}, {kz, A + i0 * lda, lda, Z, ld}, C + i0 * ldc, ldc, beta);
     after_tile();
   }
 }

@@ -180,14 +180,14 @@ inline void pair_transpose_8x8(const float* src, int64_t lds, float* dst, int64_
   }
 }
 
-/** dst[q * 32 + 2 j + s] = src[(2 q + s) * lds + j] for q < rows / 2, j < 16: rows zipped in pairs (pair layout). */
+/** dst[q * kPairRow + 2 j + s] = src[(2 q + s) * lds + j] for q < rows / 2, j < 16: rows zipped in pairs. */
 inline void zip_row_pairs(int64_t rows, const float* src, int64_t lds, float* dst) {
   const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   for (int64_t q = 0; q < rows / 2; ++q) {
     const __m512 a = _mm512_loadu_ps(src + 2 * q * lds), b = _mm512_loadu_ps(src + (2 * q + 1) * lds);
-    _mm512_storeu_ps(dst + 32 * q, _mm512_permutex2var_ps(a, lo, b));
-    _mm512_storeu_ps(dst + 32 * q + 16, _mm512_permutex2var_ps(a, hi, b));
+    _mm512_storeu_ps(dst + kPairRow * q, _mm512_permutex2var_ps(a, lo, b));
+    _mm512_storeu_ps(dst + kPairRow * q + 16, _mm512_permutex2var_ps(a, hi, b));
   }
 }
 

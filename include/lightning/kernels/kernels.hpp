@@ -28,6 +28,7 @@
 // };
 #pragma once
 
+#include <cstdint>
 #include <type_traits>
 
 #include "lightning/config.hpp"
@@ -35,6 +36,9 @@
 namespace lightning::kernels {
 template <Path P>
 struct Kernels;
+
+/** The row length of the pair layout: pairs of 16 columns (a pair tile's width). */
+inline constexpr int64_t kPairRow = 32;
 
 /** Whether Kernels<P> has pair tiles (gemm_pair_tile and its layouts). */
 template <Path P, class = void>
