@@ -20,13 +20,21 @@ enum class Part {
 };
 
 /**
- * The rows of the register tile that starts `rest` rows before the end: MR, except that a rest
- * between MR and 2 MR is split into two near-equal tiles (20 rows at MR = 8 end with 6 + 6, not
- * 8 + 4: a tile of few rows has too few accumulators to hide the FMA latency and runs slower).
+ * The rows of the register tile that starts `rest` rows before the end, tiles of at most `max_rows`:
+ * max_rows, except that a rest between max_rows and 2 max_rows is split into two near-equal tiles
+ * (20 rows at 8 end with 6 + 6, not 8 + 4: a tile of few rows has too few accumulators to hide the
+ * FMA latency and runs slower).
  */
-template <int MR>
-inline int row_tile(int64_t rest) {
-  return rest > MR && rest < 2 * MR ? static_cast<int>((rest + 1) / 2) : static_cast<int>(std::min<int64_t>(MR, rest));
+inline int row_tile(int64_t rest, int max_rows) {
+  return rest > max_rows && rest < 2 * max_rows ? static_cast<int>((rest + 1) / 2)
+                                                : static_cast<int>(std::min<int64_t>(max_rows, rest));
+}
+
+/** The most rows of a path's register tile nr columns wide: Kernels<P>::MR, or NMR below NR - W + 1 columns. */
+template <Path P>
+inline int tile_rows_for(int64_t nr) {
+  using Ker = kernels::Kernels<P>;
+  return nr <= Ker::NR - Ker::W ? Ker::NMR : Ker::MR;
 }
 
 /**
@@ -59,17 +67,20 @@ struct NoOp {
   void operator()() const {}
 };
 
-/** The part `part` of C = beta C + A B (M x N, inner dimension K); after_tile() runs after each column tile. */
+/**
+ * The part `part` of C = beta C + A B (M x N, inner dimension K); after_tile() runs after each register
+ * tile. By column tiles, each with the rows its width allows (tile_rows_for).
+ */
 template <Path P, class AfterTile = NoOp>
 void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
           int64_t ldc, float beta, AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
-  for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
-    const int mr = row_tile<Ker::MR>(M - i0);
-    rows = mr;
-    for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
-      const int nr = col_tile<P>(N - j0);
-      cols = nr;
+  for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
+    const int nr = col_tile<P>(N - j0);
+    cols = nr;
+    for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
+      const int mr = row_tile(M - i0, tile_rows_for<P>(nr));
+      rows = mr;
       if (part == Part::full)  // one operand: the tile without a second k loop
         Ker::gemm_tile(mr, nr, K, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, beta);
       else
@@ -83,8 +94,13 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
 /** How many register tiles gemm, gemm_plus_triangle and gemm_plus_lower_right run over an M x N result. */
 template <Path P>
 inline int64_t tile_count(int64_t M, int64_t N) {
-  using Ker = kernels::Kernels<P>;
-  return (M + Ker::MR - 1) / Ker::MR * ((N + Ker::NR - 1) / Ker::NR);  // row_tile splits a rest into ceil(rest / MR)
+  int64_t tiles = 0;
+  for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
+    cols = col_tile<P>(N - j0);
+    const int64_t rows = tile_rows_for<P>(cols);
+    tiles += (M + rows - 1) / rows;  // row_tile splits a rest into ceil(rest / rows)
+  }
+  return tiles;
 }
 
 /**
@@ -105,7 +121,7 @@ inline int64_t triangle_tile_count(bool upper, int64_t M, int64_t ldc) {
   using Ker = kernels::Kernels<P>;
   int64_t tiles = 0;
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
-    rows = row_tile<Ker::MR>(M - i0);
+    rows = row_tile(M - i0, Ker::MR);
     const auto [c0, c1] = triangle_columns<P>(upper, i0, rows, M, ldc);
     tiles += (c1 - c0 + Ker::NR - 1) / Ker::NR;
   }
@@ -125,7 +141,7 @@ void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda
                    float* C, int64_t ldc, AfterTile&& after_tile, AfterRows&& after_rows) {
   using Ker = kernels::Kernels<P>;
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
-    const int mr = row_tile<Ker::MR>(M - i0);
+    const int mr = row_tile(M - i0, Ker::MR);
     rows = mr;
     const auto [c0, c1] = triangle_columns<P>(upper, i0, mr, M, ldc);
     for (int64_t j0 = c0, cols = 0; j0 < c1; j0 += cols) {
@@ -155,7 +171,7 @@ void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float
     const int nr = col_tile<P>(N - j0);
     cols = nr;
     for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
-      const int mr = row_tile<Ker::MR>(M - i0);
+      const int mr = row_tile(M - i0, tile_rows_for<P>(nr));
       rows = mr;
       Ker::gemm_tile2(mr, nr, {kx, X + i0 * ldx, ldx, Y + j0, ldy}, part_operand(part, i0, mr, M, T, ldt, B, ldb, j0),
                       C + i0 * ldc + j0, ldc, beta, stream);
@@ -179,12 +195,14 @@ void gemm_plus_lower_right(int64_t M, int64_t N, int64_t kx, const float* X, int
                            const float* A, int64_t lda, const float* L, int64_t ldl, float* C, int64_t ldc, float beta,
                            AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
-  for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {  // a row tile's slice of X is read once, then from L1
-    const int mr = row_tile<Ker::MR>(M - i0);
-    rows = mr;
-    for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
-      const int nr = col_tile<P>(N - j0);
-      cols = nr;
+  // By column tiles, each with the rows its width allows: N is a block, one column tile at the default
+  // blocks, so a row tile's slice of X is read once, then from L1.
+  for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
+    const int nr = col_tile<P>(N - j0);
+    cols = nr;
+    for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
+      const int mr = row_tile(M - i0, tile_rows_for<P>(nr));
+      rows = mr;
       Ker::gemm_tile2(mr, nr, {kx, X + i0 * ldx, ldx, Y + j0, ldy},
                       {N - j0, A + i0 * lda + j0, lda, L + j0 * ldl + j0, ldl, std::min<int64_t>(Ker::W, N - j0)},
                       C + i0 * ldc + j0, ldc, beta);
@@ -204,7 +222,7 @@ void gemm_pairs(int64_t M, int64_t kx, const float* X, int64_t ldx, const float*
                 int64_t lda, const float* Z, float* C, int64_t ldc, float beta, AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
-    const int mr = row_tile<Ker::MR>(M - i0);
+    const int mr = row_tile(M - i0, Ker::MR);
     rows = mr;
     constexpr int64_t ld = kernels::kPairRow;
     Ker::gemm_pair_tile(mr, {kx, X + i0 * ldx, ldx, Y, ld}, {kz, A + i0 * lda, lda, Z, ld}, C + i0 * ldc, ldc, beta);

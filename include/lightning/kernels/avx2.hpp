@@ -3,7 +3,9 @@
 // issues 4 broadcasts and 3 loads per 12 FMAs instead of 6 and 2, and the default block (m = 24) is
 // one column tile, so the backward's m-wide products (dK^T, the triangles) have no one-vector tiles:
 // on Zen 4, old and new alternated in one process (n = 16384, heads 8), the backward at d = 128 ran
-// 0.93-0.99x the time, at d = 64 0.95-0.99x, the forward 0.98-1.04x (neutral).
+// 0.93-0.99x the time, at d = 64 0.95-0.99x, the forward 0.98-1.04x (neutral). Tiles at most 16
+// columns wide (d = 128 ends its rows with 16 + 16) take 6 rows, NMR: on Zen 5, on hot data, the
+// 4 x 16 tile ran at 0.84-0.91x the 4 x 24 tile's rate, the 6 x 16 tile at 0.98-1.01x (k = 16, 24, 128).
 #pragma once
 
 #include "lightning/config.hpp"
@@ -96,15 +98,16 @@ inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd
 
 template <>
 struct Kernels<Path::avx2> {
-  static constexpr int MR = 4, NR = 24, W = 8, TT = 8;
+  // NMR: the rows of tiles at most 16 columns wide (12 accumulators, 2 B vectors, 1 broadcast).
+  static constexpr int MR = 4, NR = 24, W = 8, TT = 8, NMR = 6;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta, bool stream = false) {
-    simd::gemm_tile2<avx2_detail::Ops, MR, NR>(mr, nr, x, y, C, ldc, beta, stream);
+    simd::gemm_tile2<avx2_detail::Ops, MR, NR, NMR>(mr, nr, x, y, C, ldc, beta, stream);
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {
-    simd::gemm_tile<avx2_detail::Ops, MR, NR>(mr, nr, kc, A, lda, B, ldb, C, ldc, beta);
+    simd::gemm_tile<avx2_detail::Ops, MR, NR, NMR>(mr, nr, kc, A, lda, B, ldb, C, ldc, beta);
   }
 
   static void axpby(int64_t n, float a, const float* x, float b, float* y) {

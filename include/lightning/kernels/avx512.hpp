@@ -195,15 +195,15 @@ inline void zip_row_pairs(int64_t rows, const float* src, int64_t lds, float* ds
 
 template <>
 struct Kernels<Path::avx512> {
-  static constexpr int MR = 8, NR = 32, W = 16, TT = 16;
+  static constexpr int MR = 8, NR = 32, W = 16, TT = 16, NMR = MR;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta, bool stream = false) {
-    simd::gemm_tile2<avx512_detail::Ops, MR, NR>(mr, nr, x, y, C, ldc, beta, stream);
+    simd::gemm_tile2<avx512_detail::Ops, MR, NR, NMR>(mr, nr, x, y, C, ldc, beta, stream);
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {
-    simd::gemm_tile<avx512_detail::Ops, MR, NR>(mr, nr, kc, A, lda, B, ldb, C, ldc, beta);
+    simd::gemm_tile<avx512_detail::Ops, MR, NR, NMR>(mr, nr, kc, A, lda, B, ldb, C, ldc, beta);
   }
 
   static void axpby(int64_t n, float a, const float* x, float b, float* y) {

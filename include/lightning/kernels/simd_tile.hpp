@@ -186,24 +186,67 @@ inline void whole_vector_rows(int nr, const Operand& x, float* C, int64_t ldc, f
   tile<Ops, R, NV, true, false>(nr, x, x, C, ldc, beta, false);
 }
 
-/** A SIMD path's gemm_tile2 (kernels.hpp) over its MR x NR register tile: the rows' count fixed at compile time. */
-template <class Ops, int MR, int NR>
-inline void gemm_tile2(int mr, int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
-                       bool stream) {
-  with_rows<MR>(mr, [&](auto rows) {
-    tile_rows<Ops, decltype(rows)::value, NR / Ops::W>(nr, x, y, C, ldc, beta, stream);
-  });
+/**
+ * The tile for nr in ((NV - 1) W, NV W]: whole vectors when nr fills them, a masked last one
+ * otherwise (tile_rows without the narrower shapes, which a path with NMR rows for them never runs
+ * at R rows).
+ */
+template <class Ops, int R, int NV>
+inline void widest_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta, bool stream) {
+  if (nr == NV * Ops::W)
+    tile<Ops, R, NV, true, true>(nr, x, y, C, ldc, beta, stream);
+  else
+    tile<Ops, R, NV, false, true>(nr, x, y, C, ldc, beta, stream);
 }
 
-/** A SIMD path's gemm_tile (kernels.hpp): whole tiles by the one-operand tile, the rest by gemm_tile2. */
-template <class Ops, int MR, int NR>
+/**
+ * A SIMD path's gemm_tile2 (kernels.hpp): tiles of up to MR rows over NR columns, and of up to NMR
+ * rows over at most NR - W columns (NMR = MR: one row bound for every width), the rows' count fixed
+ * at compile time.
+ */
+template <class Ops, int MR, int NR, int NMR>
+inline void gemm_tile2(int mr, int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
+                       bool stream) {
+  constexpr int NV = NR / Ops::W;
+  if constexpr (NMR != MR) {
+    if (nr <= NR - Ops::W) {
+      with_rows<NMR>(mr, [&](auto rows) {
+        tile_rows<Ops, decltype(rows)::value, NV - 1>(nr, x, y, C, ldc, beta, stream);
+      });
+    } else {
+      with_rows<MR>(mr, [&](auto rows) {
+        widest_rows<Ops, decltype(rows)::value, NV>(nr, x, y, C, ldc, beta, stream);
+      });
+    }
+  } else {
+    with_rows<MR>(mr, [&](auto rows) {
+      tile_rows<Ops, decltype(rows)::value, NV>(nr, x, y, C, ldc, beta, stream);
+    });
+  }
+}
+
+/**
+ * A SIMD path's gemm_tile (kernels.hpp): tiles of MR rows (and, narrower than NR, of NMR rows) over
+ * whole vectors by the one-operand tile, the rest by gemm_tile2.
+ */
+template <class Ops, int MR, int NR, int NMR>
 inline void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                       int64_t ldc, float beta) {
   const Operand x{kc, A, lda, B, ldb};
-  if (mr == MR && nr % Ops::W == 0)  // the common tile: one operand, no second k loop's checks
-    whole_vector_rows<Ops, MR, NR / Ops::W>(nr, x, C, ldc, beta);
-  else
-    gemm_tile2<Ops, MR, NR>(mr, nr, x, {0, A, lda, B, ldb}, C, ldc, beta, false);
+  constexpr int NV = NR / Ops::W;
+  const bool narrow = NMR != MR && nr <= NR - Ops::W;
+  if (nr % Ops::W != 0 || (mr != MR && !(narrow && mr == NMR))) {
+    gemm_tile2<Ops, MR, NR, NMR>(mr, nr, x, {0, A, lda, B, ldb}, C, ldc, beta, false);
+  } else if constexpr (NMR != MR) {  // the common tiles: one operand, no second k loop's checks
+    if (!narrow)
+      tile<Ops, MR, NV, true, false>(nr, x, x, C, ldc, beta, false);
+    else if (mr == NMR)
+      whole_vector_rows<Ops, NMR, NV - 1>(nr, x, C, ldc, beta);
+    else
+      whole_vector_rows<Ops, MR, NV - 1>(nr, x, C, ldc, beta);
+  } else {
+    whole_vector_rows<Ops, MR, NV>(nr, x, C, ldc, beta);
+  }
 }
 
 }  // namespace lightning::kernels::simd
