@@ -69,7 +69,9 @@ struct NoOp {
 
 /**
  * The part `part` of C = beta C + A B (M x N, inner dimension K); after_tile() runs after each register
- * tile. By column tiles, each with the rows its width allows (tile_rows_for).
+ * tile. By column tiles, each with the rows its width allows (tile_rows_for). gemm_plus_triangle and
+ * gemm_plus_lower_right repeat these two loop heads: one helper calling a lambda per tile measured
+ * 1-2% slower over the avx2 backward (d = 128, old/new alternated, 12 pairs), always_inline or not.
  */
 template <Path P, class AfterTile = NoOp>
 void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
