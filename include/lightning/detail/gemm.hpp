@@ -30,7 +30,7 @@ inline int row_tile(int64_t rest, int max_rows) {
                                                 : static_cast<int>(std::min<int64_t>(max_rows, rest));
 }
 
-/** The most rows of a path's register tile nr columns wide: Kernels<P>::MR, or NMR below NR - W + 1 columns. */
+/** The most rows of a path's register tile nr columns wide: Kernels<P>::MR, or NMR up to NR - W columns. */
 template <Path P>
 inline int tile_rows_for(int64_t nr) {
   using Ker = kernels::Kernels<P>;

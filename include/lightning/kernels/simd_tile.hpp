@@ -2,6 +2,7 @@
 // (avx2.hpp, avx512.hpp) supplies the vector, its width W and its loads, stores and FMA.
 #pragma once
 
+#include <cassert>
 #include <cstdint>
 
 #include "lightning/kernels/kernels.hpp"
@@ -208,6 +209,7 @@ template <class Ops, int MR, int NR, int NMR>
 inline void gemm_tile2(int mr, int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
                        bool stream) {
   constexpr int NV = NR / Ops::W;
+  assert(mr >= 1 && mr <= (nr <= NR - Ops::W ? NMR : MR));  // with_rows would clamp a larger mr silently
   if constexpr (NMR != MR) {
     if (nr <= NR - Ops::W) {
       with_rows<NMR>(mr, [&](auto rows) {
@@ -234,19 +236,12 @@ inline void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, c
                       int64_t ldc, float beta) {
   const Operand x{kc, A, lda, B, ldb};
   constexpr int NV = NR / Ops::W;
-  const bool narrow = NMR != MR && nr <= NR - Ops::W;
-  if (nr % Ops::W != 0 || (mr != MR && !(narrow && mr == NMR))) {
-    gemm_tile2<Ops, MR, NR, NMR>(mr, nr, x, {0, A, lda, B, ldb}, C, ldc, beta, false);
-  } else if constexpr (NMR != MR) {  // the common tiles: one operand, no second k loop's checks
-    if (!narrow)
-      tile<Ops, MR, NV, true, false>(nr, x, x, C, ldc, beta, false);
-    else if (mr == NMR)
-      whole_vector_rows<Ops, NMR, NV - 1>(nr, x, C, ldc, beta);
-    else
-      whole_vector_rows<Ops, MR, NV - 1>(nr, x, C, ldc, beta);
-  } else {
-    whole_vector_rows<Ops, MR, NV>(nr, x, C, ldc, beta);
-  }
+  if (nr % Ops::W == 0 && mr == MR)  // the common tiles: one operand, no second k loop's checks
+    return whole_vector_rows<Ops, MR, NV>(nr, x, C, ldc, beta);
+  if constexpr (NMR != MR)
+    if (nr % Ops::W == 0 && mr == NMR && nr <= NR - Ops::W)
+      return whole_vector_rows<Ops, NMR, NV - 1>(nr, x, C, ldc, beta);
+  gemm_tile2<Ops, MR, NR, NMR>(mr, nr, x, {0, A, lda, B, ldb}, C, ldc, beta, false);
 }
 
 }  // namespace lightning::kernels::simd
