@@ -9,7 +9,7 @@
 //   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B,
 //                         int64_t ldb, float* C, int64_t ldc, float beta);
 //   // The same over two k-ranges summed in the registers: C = beta C + x.A x.B + y.A y.B (simd_tile.hpp);
-//   // an operand's first `narrow` steps may skip every vector but the first; y's first or last mr
+//   // an operand's steps p < `narrow` may skip the vectors past column p; y's first or last mr
 //   // steps may be a causal triangle's diagonal block, whose zeros are skipped (Operand::diagonal).
 //   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C,
 //                          int64_t ldc, float beta);

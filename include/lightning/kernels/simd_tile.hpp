@@ -10,9 +10,9 @@
 namespace lightning::kernels::simd {
 
 /**
- * One k-range of a tile's sum: A is mr x k (row stride lda), B is k x nr (row stride ldb). B's first
- * `narrow` rows are zero past the tile's first vector (a causal triangle's staircase): a kernel may
- * skip the other vectors there, or run over the zeros. `diagonal` marks A's mr x mr diagonal block of
+ * One k-range of a tile's sum: A is mr x k (row stride lda), B is k x nr (row stride ldb). B's rows
+ * p < `narrow` are zero past column p (a causal triangle's staircase): a kernel may skip the
+ * vectors past p's there, or run over the zeros. `diagonal` marks A's mr x mr diagonal block of
  * a causal triangle, whose zeros are skipped, never multiplied (0 times a NaN or Inf in B is NaN):
  * +1, the last mr steps, step k - mr + s feeding rows r >= s only (row i sums over k <= i); -1, the
  * first mr steps, step s feeding rows r <= s only (row i sums over k >= i). k >= mr then.
@@ -71,6 +71,29 @@ template <class Ops, int R, int V, bool full, bool lower>
 }
 
 /**
+ * The staircase steps of an operand (Operand::narrow): steps p in [U W - W, U W) below `narrow` feed
+ * only the first U vectors' accumulators, B being zero past them, for U = Used, ..., V - 1; p ends
+ * past the last such step.
+ */
+template <class Ops, int R, int V, bool full, int Used>
+[[gnu::always_inline]] inline void staircase_steps(const float* A, int64_t lda, const float* B, int64_t ldb,
+                                                   int64_t& p, int64_t narrow, const typename Ops::Mask (&mask)[V],
+                                                   typename Ops::Vec (&acc)[R][V]) {
+  using Vec = typename Ops::Vec;
+  for (const int64_t end = narrow < Used * Ops::W ? narrow : Used * Ops::W; p < end; ++p) {
+    Vec b[Used];
+    LIGHTNING_UNROLL for (int v = 0; v < Used; ++v) {
+      b[v] = full ? Ops::load(B + p * ldb + Ops::W * v) : Ops::maskload(B + p * ldb + Ops::W * v, mask[v]);
+    }
+    LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
+      const Vec a = Ops::set1(A[r * lda + p]);
+      LIGHTNING_UNROLL for (int v = 0; v < Used; ++v) acc[r][v] = Ops::fmadd(a, b[v], acc[r][v]);
+    }
+  }
+  if constexpr (Used + 1 < V) staircase_steps<Ops, R, V, full, Used + 1>(A, lda, B, ldb, p, narrow, mask, acc);
+}
+
+/**
  * acc += A B over one operand's k range (R rows, V vectors of W columns). With Ops::unroll_k the k
  * loop runs four steps at a time: on avx2 its own add, compare and branch were 16% of the tiles'
  * instructions at d = 64 (callgrind; not unrolled, the 4 x 24 tile measured 1.4-1.5x the time).
@@ -96,11 +119,7 @@ template <class Ops, int R, int V, bool full, bool may_be_diagonal>
       diagonal_steps<Ops, R, V, full, true>(A + end, lda, B + end * ldb, ldb, mask, acc);  // order does not matter
     }
   }
-  if constexpr (V > 1)
-    for (; p < s.narrow; ++p) {  // only the first vector's accumulators: B is zero past it
-      const auto b0 = full ? Ops::load(B + p * ldb) : Ops::maskload(B + p * ldb, mask[0]);
-      LIGHTNING_UNROLL for (int r = 0; r < R; ++r) acc[r][0] = Ops::fmadd(Ops::set1(A[r * lda + p]), b0, acc[r][0]);
-    }
+  if constexpr (V > 1) staircase_steps<Ops, R, V, full, 1>(A, lda, B, ldb, p, s.narrow, mask, acc);
   if constexpr (Ops::unroll_k) {
     _Pragma("GCC unroll 4") for (; p < end; ++p) k_step<Ops, R, V, full>(A, lda, B, ldb, p, mask, acc);
   } else {
