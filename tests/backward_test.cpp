@@ -194,8 +194,10 @@ TEST_P(Backward, GroupedHeads) {
   expect_close({2, 6, 2, 150, 16, 8, 32});  // GQA: 3 q heads per k/v head
   expect_close({1, 4, 1, 150, 8, 16, 64});  // MQA
   // d_k = 3 q heads x block 16: each head's P~ kept side by side in dK's rows between the passes
-  // (stash_p_in_dk), heads interleaved in memory.
+  // (stash_p_in_dk), heads interleaved in memory, then apart, where dV's rows also keep each block's
+  // decayed V^T (stash_v_in_dv) until the first q head's dV tiles overwrite it.
   expect_close({2, 6, 2, 150, 48, 8, 16, Layout::bnhd});
+  expect_close({2, 6, 2, 150, 48, 24, 16});
 }
 
 TEST_P(Backward, ThreadsGiveTheSameBits) {

@@ -83,6 +83,43 @@ T* p_stash(const BackwardArgs<T>& a, int64_t b, int64_t h, int64_t t) {
 }
 
 /**
+ * Whether a block of m rows takes avx512's pair tiles in pass 2 (its V~^T then in pair layout):
+ * whole blocks of 16 rows, d_v a multiple of 16, dK asked for and q heads to read.
+ */
+template <Path P, class T>
+bool pair_block(const BackwardArgs<T>& a, int64_t m) {
+  return kernels::PairTiles<P>::value && !a.dk.absent() && a.q.heads > 0 && a.v.dim % 16 == 0 && m == 16;
+}
+
+/**
+ * Whether pass 1 leaves each block's decayed V^T (d_v rows of m floats, row stride m) in dV's rows of
+ * that block for pass 2, which then reads no V: with the P~ stash (pass 2's other use of V), dV asked
+ * for in fp32 with a block's rows contiguous (its m d_v floats hold the d_v x m transpose), and not
+ * for pair blocks (pair_block). Pass 2 reads it in the first q head's dK^T tiles, before that head's
+ * dV tiles overwrite it.
+ */
+template <Path P, class T>
+bool stash_v_in_dv(const BackwardArgs<T>& a, int64_t m) {
+  return stash_p_in_dk(a) && a.q.heads > 0 && !a.dv.absent() && a.dv.seq_stride == a.dv.dim && !pair_block<P>(a, m);
+}
+
+/**
+ * The decayed V^T of the block of m rows from token t (row stride ldvd): in dV's rows (stash_v_in_dv)
+ * or the workspace's vdt.
+ */
+template <Path P, class T>
+float* decayed_vt(const BackwardArgs<T>& a, int64_t b, int64_t g, int64_t t, int64_t m, Floats& vdt, int64_t ldp,
+                  int64_t& ldvd) {
+  if constexpr (std::is_same_v<T, float>)
+    if (stash_v_in_dv<P>(a, m)) {
+      ldvd = m;
+      return a.dv.row(b, g, t);
+    }
+  ldvd = ldp;
+  return vdt.data();
+}
+
+/**
  * The decay powers of one k/v head for t in [0, block]: pow[t] = lambda^t, cpow[t] = scale lambda^t
  * and wpow[t] = t lambda^t (the slope tangent's weights), from exp(-slope t) in double. Only
  * non-negative powers; values below the smallest normal float are 0, so strong decay never meets
@@ -205,18 +242,18 @@ void store_rows(const float* rows, int64_t ld, const View<T>& out, int64_t b, in
 }
 
 /**
- * Starts pf on the rows [t, t + block) of k and v (k/v head g), d_o and, with `q_too`, q (the
- * group's q heads) and the given outputs, when that block exists (t in [0, n)); `tiles`: how many
+ * Starts pf on the rows [t, t + block) of k, with `v_too` v (k/v head g), d_o and, with `q_too`, q
+ * (the group's q heads) and the given outputs, when that block exists (t in [0, n)); `tiles`: how many
  * register tiles the current block has to spread the requests over.
  */
 template <class T>
-void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t g, int64_t t, bool q_too,
+void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t g, int64_t t, bool v_too, bool q_too,
                     std::initializer_list<View<T>> per_kv, std::initializer_list<View<T>> per_q, int64_t tiles) {
   const int64_t n = a.q.seq, group = a.q.heads / a.k.heads;
   pf.start(t >= 0 && t < n ? std::min(a.block, n - t) : 0);
   if (pf.rows == 0) return;
   pf.add(a.k, b, g, t, false);
-  pf.add(a.v, b, g, t, false);
+  if (v_too) pf.add(a.v, b, g, t, false);
   for (const View<T>& out : per_kv)
     if (!out.absent()) pf.add(out, b, g, t, true);
   for (int64_t h = g * group; h < (g + 1) * group; ++h) {
@@ -263,8 +300,9 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   for (int64_t t0 = 0; t0 < n; t0 += a.block) {
     const int64_t m = std::min(a.block, n - t0);
     // Two blocks ahead, over this block's P, dQ and state-update tiles; q only for d_slopes, and the
-    // stash's columns of dK's rows, which this pass writes.
-    prefetch_block(pf, a, b, g, t0 + 2 * a.block, need_ds, {stash ? stash_columns(a) : View<T>{}},
+    // stashes in dK's and dV's rows, which this pass writes.
+    prefetch_block(pf, a, b, g, t0 + 2 * a.block, true, need_ds,
+                   {stash ? stash_columns(a) : View<T>{}, stash_v_in_dv<P>(a, a.block) ? a.dv : View<T>{}},
                    {stream_dq ? View<T>{} : a.dq},
                    group * (triangle_tile_count<P>(false, m, ldp) + tile_count<P>(m, dk)) + tile_count<P>(dv, dk));
     int64_t ldk, ldv;
@@ -275,8 +313,10 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       w.to_end[j] = pw[m - 1 - j];
       w.to_end_weighted[j] = wpw[m - 1 - j];
     }
-    // V^T for P = dO V^T and the decayed V^T for the state update, in one transpose.
-    transpose_dual<P>(m, dv, V, ldv, w.vt.data(), w.vdt.data(), ldp, w.to_end.data());
+    // V^T for P = dO V^T and the decayed V^T for the state update (and pass 2), in one transpose.
+    int64_t ldvd;
+    float* Vdt = decayed_vt<P>(a, b, g, t0, m, w.vdt, ldp, ldvd);
+    transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, Vdt, ldvd, w.to_end.data());
     if (need_ds) {
       transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
       transpose<P>(m, dv, V, ldv, w.vwt.data(), ldp, w.to_end_weighted.data());
@@ -341,7 +381,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       w_zero = false;
     }
     if (t0 + m == n) break;  // no later block reads S
-    gemm<P>(Part::full, dv, dk, m, w.vdt.data(), ldp, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv, dk, ldst, pw[m]),
+    gemm<P>(Part::full, dv, dk, m, Vdt, ldvd, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv, dk, ldst, pw[m]),
             tile);
     pf.step(1 << 30);  // whatever is left
     s_zero = false;
@@ -388,10 +428,12 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const auto tile = [&] { pf.tile(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
   const bool stash = stash_p_in_dk(a);  // pass 1 ran (for dQ) and left P~ in dK's rows
-  // Streamed outputs are not prefetched, but for the stash in dK's rows, which this pass reads; dV
+  // Streamed outputs are not prefetched, but for the stashes in their rows, which this pass reads; dV
   // only with one q head per k/v head, whose tiles write it once (a group sums into it).
   const bool stream_dk = streams<P>(a.dk), stream_dv = group == 1 && streams<P>(a.dv);
+  const bool v_stashed = stash_v_in_dv<P>(a, a.block);  // whole blocks read no V (a shorter last one may)
   const View<T> dk_ahead = !stream_dk ? a.dk : stash ? stash_columns(a) : View<T>{};
+  const View<T> dv_ahead = !stream_dv || v_stashed ? a.dv : View<T>{};
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   const float* crev = w.decay.rcpow.data() + a.block;  // crev[j - i] = cpw[i - j]
@@ -411,7 +453,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
     // Two blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R tiles.
-    prefetch_block(pf, a, b, g, t0 - 2 * a.block, true, {dk_ahead, stream_dv ? View<T>{} : a.dv}, {},
+    prefetch_block(pf, a, b, g, t0 - 2 * a.block, !v_stashed, true, {dk_ahead, dv_ahead}, {},
                    group * ((stash ? 0 : triangle_tile_count<P>(false, m, ldp)) +
                             tile_count<P>(dk, m) + triangle_tile_count<P>(true, m, ldp) +
                             tile_count<P>(m, dv) + tile_count<P>(dk, dv)));
@@ -420,16 +462,19 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     for (int64_t j = 0; j < m; ++j) w.to_end[j] = pw[m - 1 - j];
     const bool pairs = pair_shape && m == 16;
-    // The decayed V^T of dK's inter term (in pair layout for pair tiles), and V^T for P = dO V^T unless
-    // pass 1 kept P~; the decayed K rows of dV's inter term.
+    // The decayed V^T of dK's inter term (in pair layout for pair tiles; as pass 1 left it in dV's
+    // rows, stash_v_in_dv), and V^T for P = dO V^T unless pass 1 kept P~; the decayed K rows of dV's
+    // inter term.
+    int64_t ldvd;
+    const float* Vdt = decayed_vt<P>(a, b, g, t0, m, w.vdt, ldp, ldvd);
     if (pairs) {  // implies need_dk
       if constexpr (has_pairs) pair_transpose<P>(m, dv, V, ldv, w.vdp.data(), kernels::kPairRow, w.to_end.data());
       if (!stash) transpose<P>(m, dv, V, ldv, w.vt.data(), ldp);
-    } else if (need_dk) {
+    } else if (need_dk && !stash_v_in_dv<P>(a, m)) {
       if (stash)
         transpose<P>(m, dv, V, ldv, w.vdt.data(), ldp, w.to_end.data());
       else
-        transpose_dual<P>(m, dv, V, ldv, w.vt.data(), w.vdt.data(), ldp, w.to_end.data());
+        transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, w.vdt.data(), ldp, w.to_end.data());
     }
     if (need_dv && !r_zero)
       for (int64_t j = 0; j < m; ++j)
@@ -448,7 +493,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       // Q^T plain (dK^T and A^T = K Q^T) and scaled by c lambda^{i+1} (the update of R).
       const bool need_qt = need_dk || need_dv;
       if (need_qt && update_r)
-        transpose_dual<P>(m, dk, Q, ldq, w.qt.data(), w.qdt.data(), ldp, cpw + 1);
+        transpose_dual<P>(m, dk, Q, ldq, w.qt.data(), ldp, w.qdt.data(), ldp, cpw + 1);
       else if (need_qt)
         transpose<P>(m, dk, Q, ldq, w.qt.data(), ldp);
       else if (update_r)
@@ -472,10 +517,10 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
                             w.pz.data(), dKt, ldp, beta, tile);
           }
         } else if (finite_q) {
-          gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, ldr, w.vdt.data(), ldp, w.qt.data(), ldp, Pl, ldl, dKt, ldp,
-                                   beta, tile);
+          gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, ldr, Vdt, ldvd, w.qt.data(), ldp, Pl, ldl, dKt, ldp, beta,
+                                   tile);
         } else if (inter) {
-          gemm<P>(Part::full, dk, m, dv, R, ldr, w.vdt.data(), ldp, dKt, ldp, beta);
+          gemm<P>(Part::full, dk, m, dv, R, ldr, Vdt, ldvd, dKt, ldp, beta);
         }
         if (!finite_q) add_dk_intra_exact<P>(m, dk, Pl, ldl, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
       }
@@ -498,7 +543,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     }
     if (group == 0) {  // no q heads: only the adjoint state reaches dK and dV, and it decays
       if (need_dk && r_zero) std::fill(w.dkt.begin(), w.dkt.end(), 0.0f);
-      if (need_dk && !r_zero) gemm<P>(Part::full, dk, m, dv, R, ldr, w.vdt.data(), ldp, dKt, ldp, 0.0f);
+      if (need_dk && !r_zero) gemm<P>(Part::full, dk, m, dv, R, ldr, Vdt, ldvd, dKt, ldp, 0.0f);
       if (need_dv && r_zero)
         for (int64_t j = 0; j < m; ++j) std::fill_n(dV + j * lddv, dv, 0.0f);
       if (need_dv && !r_zero) gemm<P>(Part::full, m, dv, dk, w.kd.data(), dk, R, ldr, dV, lddv, 0.0f);

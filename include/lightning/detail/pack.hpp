@@ -39,12 +39,12 @@ void transpose_tile(const float* src, int64_t lds, float* dst, int64_t ldd, cons
     kernels::Kernels<P>::transpose_8x8(src, lds, dst, ldd, scale);
 }
 template <Path P, int S>
-void transpose_tile_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
+void transpose_tile_dual(const float* src, int64_t lds, float* dst, int64_t ldd, float* dst_scaled, int64_t ldds,
                          const float* scale) {
   if constexpr (S == 16)
-    kernels::Kernels<P>::transpose_16x16_dual(src, lds, dst, dst_scaled, ldd, scale);
+    kernels::Kernels<P>::transpose_16x16_dual(src, lds, dst, ldd, dst_scaled, ldds, scale);
   else
-    kernels::Kernels<P>::transpose_8x8_dual(src, lds, dst, dst_scaled, ldd, scale);
+    kernels::Kernels<P>::transpose_8x8_dual(src, lds, dst, ldd, dst_scaled, ldds, scale);
 }
 
 /**
@@ -68,21 +68,21 @@ void transpose(int64_t rows, int64_t cols, const float* src, int64_t lds, float*
       });
 }
 
-/** dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldd + r] = scale[r] src[r * lds + c], r < rows, c < cols. */
+/** dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldds + r] = scale[r] src[r * lds + c], r < rows, c < cols. */
 template <Path P>
-void transpose_dual(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, float* dst_scaled,
-                    int64_t ldd, const float* scale) {
+void transpose_dual(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd,
+                    float* dst_scaled, int64_t ldds, const float* scale) {
   cover_tiles<P>(
       0, rows, 0, cols,
       [&](auto size, int64_t r, int64_t c) {
-        transpose_tile_dual<P, decltype(size)::value>(src + r * lds + c, lds, dst + c * ldd + r,
-                                                      dst_scaled + c * ldd + r, ldd, scale + r);
+        transpose_tile_dual<P, decltype(size)::value>(src + r * lds + c, lds, dst + c * ldd + r, ldd,
+                                                      dst_scaled + c * ldds + r, ldds, scale + r);
       },
       [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
         for (int64_t r = r0; r < r1; ++r)
           for (int64_t c = c0; c < c1; ++c) {
             dst[c * ldd + r] = src[r * lds + c];
-            dst_scaled[c * ldd + r] = scale[r] * src[r * lds + c];
+            dst_scaled[c * ldds + r] = scale[r] * src[r * lds + c];
           }
       });
 }

@@ -166,7 +166,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     // K^T plain and decayed towards the block's end: row j of K scaled by pow[m - 1 - j] = rev[j - m + 1].
-    transpose_dual<P>(m, dk, K, ldk, w.kt.data(), w.kdt.data(), ldp, rev - m + 1);
+    transpose_dual<P>(m, dk, K, ldk, w.kt.data(), ldp, w.kdt.data(), ldp, rev - m + 1);
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
       int64_t ldq;
       const float* Q = rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq);

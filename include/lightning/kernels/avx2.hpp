@@ -79,18 +79,18 @@ inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd
 }
 
 /**
- * dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldd + r] = scale[r] src[r * lds + c] over an
+ * dst[c * ldd + r] = src[r * lds + c] and dst_scaled[c * ldds + r] = scale[r] src[r * lds + c] over an
  * 8 x 8 tile: one transpose serves both (K^T and the decayed K^T of the forward).
  */
-[[gnu::always_inline]] inline void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled,
-                                                      int64_t ldd, const float* scale) {
+[[gnu::always_inline]] inline void transpose_8x8_dual(const float* src, int64_t lds, float* dst, int64_t ldd,
+                                                      float* dst_scaled, int64_t ldds, const float* scale) {
   __m256 row[8], col[8];
   for (int r = 0; r < 8; ++r) row[r] = _mm256_loadu_ps(src + r * lds);
   transpose_regs(row, col);
   const __m256 sc = _mm256_loadu_ps(scale);  // lane r of every output vector is source row r
   for (int c = 0; c < 8; ++c) {
     _mm256_storeu_ps(dst + c * ldd, col[c]);
-    _mm256_storeu_ps(dst_scaled + c * ldd, _mm256_mul_ps(col[c], sc));
+    _mm256_storeu_ps(dst_scaled + c * ldds, _mm256_mul_ps(col[c], sc));
   }
 }
 
@@ -142,9 +142,9 @@ struct Kernels<Path::avx2> {
   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
     avx2_detail::transpose_8x8(src, lds, dst, ldd, row_scale);
   }
-  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
-                                 const float* scale) {
-    avx2_detail::transpose_8x8_dual(src, lds, dst, dst_scaled, ldd, scale);
+  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, int64_t ldd, float* dst_scaled,
+                                 int64_t ldds, const float* scale) {
+    avx2_detail::transpose_8x8_dual(src, lds, dst, ldd, dst_scaled, ldds, scale);
   }
 };
 

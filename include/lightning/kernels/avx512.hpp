@@ -92,16 +92,16 @@ inline void transpose_16x16(const float* src, int64_t lds, float* dst, int64_t l
   }
 }
 
-/** transpose_16x16 into dst and, scaled by row, into dst_scaled: one transpose serves both. */
-inline void transpose_16x16_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
-                                 const float* scale) {
+/** transpose_16x16 into dst and, scaled by row, into dst_scaled (row stride ldds): one transpose serves both. */
+inline void transpose_16x16_dual(const float* src, int64_t lds, float* dst, int64_t ldd, float* dst_scaled,
+                                 int64_t ldds, const float* scale) {
   __m512 x[16];
   for (int r = 0; r < 16; ++r) x[r] = _mm512_loadu_ps(src + r * lds);
   transpose_regs(x);
   const __m512 sc = _mm512_loadu_ps(scale);
   for (int c = 0; c < 16; ++c) {
     _mm512_storeu_ps(dst + c * ldd, x[c]);
-    _mm512_storeu_ps(dst_scaled + c * ldd, _mm512_mul_ps(x[c], sc));
+    _mm512_storeu_ps(dst_scaled + c * ldds, _mm512_mul_ps(x[c], sc));
   }
 }
 
@@ -238,17 +238,17 @@ struct Kernels<Path::avx512> {
   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale) {
     avx2_detail::transpose_8x8(src, lds, dst, ldd, row_scale);
   }
-  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
-                                 const float* scale) {
-    avx2_detail::transpose_8x8_dual(src, lds, dst, dst_scaled, ldd, scale);
+  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, int64_t ldd, float* dst_scaled,
+                                 int64_t ldds, const float* scale) {
+    avx2_detail::transpose_8x8_dual(src, lds, dst, ldd, dst_scaled, ldds, scale);
   }
   static void transpose_16x16(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale,
                               bool stream = false) {
     avx512_detail::transpose_16x16(src, lds, dst, ldd, row_scale, stream);
   }
-  static void transpose_16x16_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
-                                   const float* scale) {
-    avx512_detail::transpose_16x16_dual(src, lds, dst, dst_scaled, ldd, scale);
+  static void transpose_16x16_dual(const float* src, int64_t lds, float* dst, int64_t ldd, float* dst_scaled,
+                                   int64_t ldds, const float* scale) {
+    avx512_detail::transpose_16x16_dual(src, lds, dst, ldd, dst_scaled, ldds, scale);
   }
 
   // Pair tiles (avx512_detail::pair_tile): products one vector wide, B in pair layout, k even.

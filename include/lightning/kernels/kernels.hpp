@@ -19,9 +19,10 @@
 //   // dst[c * ldd + r] = row_scale[r] * src[r * lds + c] for an 8 x 8 tile (row_scale null: 1); the
 //   // packed transposes of detail/pack.hpp.
 //   static void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd, const float* row_scale);
-//   // Both dst = src^T and dst_scaled = (diag(scale) src)^T for an 8 x 8 tile (plain and decayed K^T or V^T).
-//   static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
-//                                  const float* scale);
+//   // Both dst = src^T (row stride ldd) and dst_scaled = (diag(scale) src)^T (row stride ldds) for an
+//   // 8 x 8 tile (plain and decayed K^T or V^T).
+//   static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, int64_t ldd, float* dst_scaled,
+//                                  int64_t ldds, const float* scale);
 //   // The same over 16 x 16 tiles, where TT = 16 (avx512).
 //   static void transpose_16x16(...);  static void transpose_16x16_dual(...);
 //   // Optional (avx512): pair tiles for products one vector wide, B in pair layout (avx512.hpp),

@@ -65,12 +65,12 @@ struct Kernels<Path::scalar> {
       for (int c = 0; c < 8; ++c) dst[c * ldd + r] = s * src[r * lds + c];
     }
   }
-  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, float* dst_scaled, int64_t ldd,
-                                 const float* scale) {
+  static void transpose_8x8_dual(const float* src, int64_t lds, float* dst, int64_t ldd, float* dst_scaled,
+                                 int64_t ldds, const float* scale) {
     for (int r = 0; r < 8; ++r)
       for (int c = 0; c < 8; ++c) {
         dst[c * ldd + r] = src[r * lds + c];
-        dst_scaled[c * ldd + r] = scale[r] * src[r * lds + c];
+        dst_scaled[c * ldds + r] = scale[r] * src[r * lds + c];
       }
   }
 };
