@@ -33,18 +33,18 @@ struct Operand {
 // tile); unrolled first, they stay in registers from the first FMA to the store of C.
 #define LIGHTNING_UNROLL _Pragma("GCC unroll 16")
 
-/** acc += A[:, p] B[p, :]: one step of the k loop. */
-template <class Ops, int R, int V, bool full>
+/** acc += A[:, p] B[p, :]: one step of the k loop, over the first U of the V vectors (B is zero past them). */
+template <class Ops, int R, int V, bool full, int U = V>
 [[gnu::always_inline]] inline void k_step(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t p,
                                           const typename Ops::Mask (&mask)[V], typename Ops::Vec (&acc)[R][V]) {
   using Vec = typename Ops::Vec;
-  Vec b[V];
-  LIGHTNING_UNROLL for (int v = 0; v < V; ++v) {
+  Vec b[U];
+  LIGHTNING_UNROLL for (int v = 0; v < U; ++v) {
     b[v] = full ? Ops::load(B + p * ldb + Ops::W * v) : Ops::maskload(B + p * ldb + Ops::W * v, mask[v]);
   }
   LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
     const Vec a = Ops::set1(A[r * lda + p]);
-    LIGHTNING_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = Ops::fmadd(a, b[v], acc[r][v]);
+    LIGHTNING_UNROLL for (int v = 0; v < U; ++v) acc[r][v] = Ops::fmadd(a, b[v], acc[r][v]);
   }
 }
 
@@ -79,17 +79,8 @@ template <class Ops, int R, int V, bool full, int Used>
 [[gnu::always_inline]] inline void staircase_steps(const float* A, int64_t lda, const float* B, int64_t ldb,
                                                    int64_t& p, int64_t narrow, const typename Ops::Mask (&mask)[V],
                                                    typename Ops::Vec (&acc)[R][V]) {
-  using Vec = typename Ops::Vec;
-  for (const int64_t end = narrow < Used * Ops::W ? narrow : Used * Ops::W; p < end; ++p) {
-    Vec b[Used];
-    LIGHTNING_UNROLL for (int v = 0; v < Used; ++v) {
-      b[v] = full ? Ops::load(B + p * ldb + Ops::W * v) : Ops::maskload(B + p * ldb + Ops::W * v, mask[v]);
-    }
-    LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
-      const Vec a = Ops::set1(A[r * lda + p]);
-      LIGHTNING_UNROLL for (int v = 0; v < Used; ++v) acc[r][v] = Ops::fmadd(a, b[v], acc[r][v]);
-    }
-  }
+  for (const int64_t end = narrow < Used * Ops::W ? narrow : Used * Ops::W; p < end; ++p)
+    k_step<Ops, R, V, full, Used>(A, lda, B, ldb, p, mask, acc);
   if constexpr (Used + 1 < V) staircase_steps<Ops, R, V, full, Used + 1>(A, lda, B, ldb, p, narrow, mask, acc);
 }
 
