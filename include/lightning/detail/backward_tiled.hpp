@@ -104,14 +104,14 @@ bool stash_v_in_dv(const BackwardArgs<T>& a, int64_t m) {
 }
 
 /**
- * The decayed V^T of the block of m rows from token t (row stride ldvd): in dV's rows (stash_v_in_dv)
- * or the workspace's vdt.
+ * The decayed V^T of the block of m rows from token t (row stride ldvd): in dV's rows when `in_dv`
+ * (stash_v_in_dv), else the workspace's vdt.
  */
-template <Path P, class T>
-float* decayed_vt(const BackwardArgs<T>& a, int64_t b, int64_t g, int64_t t, int64_t m, Floats& vdt, int64_t ldp,
-                  int64_t& ldvd) {
+template <class T>
+float* decayed_vt(const BackwardArgs<T>& a, bool in_dv, int64_t b, int64_t g, int64_t t, int64_t m, Floats& vdt,
+                  int64_t ldp, int64_t& ldvd) {
   if constexpr (std::is_same_v<T, float>)
-    if (stash_v_in_dv<P>(a, m)) {
+    if (in_dv) {
       ldvd = m;
       return a.dv.row(b, g, t);
     }
@@ -315,7 +315,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     }
     // V^T for P = dO V^T and the decayed V^T for the state update (and pass 2), in one transpose.
     int64_t ldvd;
-    float* Vdt = decayed_vt<P>(a, b, g, t0, m, w.vdt, ldp, ldvd);
+    float* Vdt = decayed_vt(a, stash_v_in_dv<P>(a, m), b, g, t0, m, w.vdt, ldp, ldvd);
     transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, Vdt, ldvd, w.to_end.data());
     if (need_ds) {
       transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
@@ -446,9 +446,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   if (!r_zero)
     for (int64_t i = 0; i < dk; ++i) std::copy_n(a.d_state_out.row(b, g, i), dv, R + i * ldr);
   // dK^T's products are one vector wide at avx512's block of 16: there they run in pair tiles
-  // (kernels/avx512.hpp), whole blocks of 16 rows and d_v a multiple of 16; other blocks as below.
+  // (kernels/avx512.hpp, pair_block); other blocks as below.
   constexpr bool has_pairs = kernels::PairTiles<P>::value;
-  const bool pair_shape = has_pairs && need_dk && group > 0 && dv % 16 == 0;
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
@@ -461,16 +460,16 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     for (int64_t j = 0; j < m; ++j) w.to_end[j] = pw[m - 1 - j];
-    const bool pairs = pair_shape && m == 16;
+    const bool pairs = pair_block<P>(a, m), v_in_dv = stash_v_in_dv<P>(a, m);
     // The decayed V^T of dK's inter term (in pair layout for pair tiles; as pass 1 left it in dV's
     // rows, stash_v_in_dv), and V^T for P = dO V^T unless pass 1 kept P~; the decayed K rows of dV's
     // inter term.
     int64_t ldvd;
-    const float* Vdt = decayed_vt<P>(a, b, g, t0, m, w.vdt, ldp, ldvd);
+    const float* Vdt = decayed_vt(a, v_in_dv, b, g, t0, m, w.vdt, ldp, ldvd);
     if (pairs) {  // implies need_dk
       if constexpr (has_pairs) pair_transpose<P>(m, dv, V, ldv, w.vdp.data(), kernels::kPairRow, w.to_end.data());
       if (!stash) transpose<P>(m, dv, V, ldv, w.vt.data(), ldp);
-    } else if (need_dk && !stash_v_in_dv<P>(a, m)) {
+    } else if (need_dk && !v_in_dv) {
       if (stash)
         transpose<P>(m, dv, V, ldv, w.vdt.data(), ldp, w.to_end.data());
       else
