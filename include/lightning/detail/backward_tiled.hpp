@@ -475,9 +475,19 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       else
         transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, w.vdt.data(), ldp, w.to_end.data());
     }
-    if (need_dv && !r_zero)
+    // The decayed K rows of dV's inter term, made where first needed: with q heads, just before A~^T
+    // reads K (against the block's start: 0.998x the avx2 backward's time, within noise).
+    const auto decay_k = [&] {
       for (int64_t j = 0; j < m; ++j)
         for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = w.to_end[j] * K[j * ldk + c];
+    };
+    // dK^T, once every q head's term is in, transposed into dK's rows.
+    const auto store_dk = [&] {
+      int64_t lddk;
+      float* dK = gradient_rows(a.dk, b, g, t0, w.dk, lddk);
+      transpose<P>(dk, m, dKt, ldp, dK, lddk, nullptr, stream_dk);
+      store_rows<P>(dK, lddk, a.dk, b, g, t0, m);
+    };
     int64_t lddv = 0;
     float* dV = need_dv ? gradient_rows(a.dv, b, g, t0, w.dv, lddv) : nullptr;
     const bool update_r = t0 > 0 || need_ds_in;  // the adjoint entering the first block is dS_in only
@@ -497,6 +507,10 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         transpose<P>(m, dk, Q, ldq, w.qt.data(), ldp);
       else if (update_r)
         transpose<P>(m, dk, Q, ldq, w.qdt.data(), ldp, cpw + 1);
+      if (inter && need_dv) decay_k();
+      if (need_dv)  // A~^T from K Q^T on and above the diagonal
+        gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
+                         [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, lag); });
       if (need_dk) {  // dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T
         // P~ as pass 1 left it in dK's rows (the same bits), or computed here.
         const float* Pl = Pm;
@@ -507,7 +521,11 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
           gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile,
                            [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); });
         // With a NaN or Inf in Q, Q^T P~ would meet P~'s zeros: R (V~)^T alone, then the row-exact term.
-        const bool finite_q = all_finite(m, dk, Q, ldq);
+        // A~^T's first row, c lambda^i (k_0 . q_i) for every i, is finite only if every q_i is (a NaN or
+        // Inf in q_i makes the sum NaN or Inf, and its weight, even 0, keeps it so): when dV is asked
+        // for, that row of m floats is the test instead of Q's m d_k. A non-finite k_0, or a product
+        // past FLT_MAX, takes the exact path too, which is right for any Q, only slower.
+        const bool finite_q = need_dv ? all_finite(1, m, Pt, ldp) : all_finite(m, dk, Q, ldq);
         if (pairs) {  // P~ zipped into pair layout
           if constexpr (has_pairs) {
             if (finite_q) Ker::zip_row_pairs(m, Pl, ldl, w.pz.data());
@@ -521,11 +539,11 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         } else if (inter) {
           gemm<P>(Part::full, dk, m, dv, R, ldr, Vdt, ldvd, dKt, ldp, beta);
         }
-        if (!finite_q) add_dk_intra_exact<P>(m, dk, Pl, ldl, Pt, ldp, Q, ldq, w.y.data(), dKt, inter || !first);
+        if (!finite_q) add_dk_intra_exact<P>(m, dk, Pl, ldl, w.a.data(), ldp, Q, ldq, w.y.data(), dKt, inter || !first);
+        // After the group's last term, while dK^T is in L1: at the block's end (after dV and R, whose
+        // panels evict it) the transpose took 0.4% more of the avx2 backward.
+        if (h + 1 == (g + 1) * group) store_dk();
       }
-      if (need_dv)  // A~^T from K Q^T on and above the diagonal
-        gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
-                         [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, lag); });
       // By column panels of R, one register tile wide: dV's columns, then R's same columns, which
       // stay in L1 between the two (R is d_k x d_v, 64 KB at d = 128).
       for (int64_t c0 = 0, cols = 0; c0 < dv; c0 += cols) {
@@ -545,16 +563,14 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       if (need_dk && !r_zero) gemm<P>(Part::full, dk, m, dv, R, ldr, Vdt, ldvd, dKt, ldp, 0.0f);
       if (need_dv && r_zero)
         for (int64_t j = 0; j < m; ++j) std::fill_n(dV + j * lddv, dv, 0.0f);
-      if (need_dv && !r_zero) gemm<P>(Part::full, m, dv, dk, w.kd.data(), dk, R, ldr, dV, lddv, 0.0f);
+      if (need_dv && !r_zero) {
+        decay_k();
+        gemm<P>(Part::full, m, dv, dk, w.kd.data(), dk, R, ldr, dV, lddv, 0.0f);
+      }
       if (update_r && !r_zero)
         for (int64_t e = 0; e < dk * ldr; ++e) R[e] *= pw[m];  // a power flushed to 0 still multiplies
     }
-    if (need_dk) {
-      int64_t lddk;
-      float* dK = gradient_rows(a.dk, b, g, t0, w.dk, lddk);
-      transpose<P>(dk, m, dKt, ldp, dK, lddk, nullptr, stream_dk);
-      store_rows<P>(dK, lddk, a.dk, b, g, t0, m);
-    }
+    if (need_dk && group == 0) store_dk();
     if (need_dv) store_rows<P>(dV, lddv, a.dv, b, g, t0, m);
     pf.step(1 << 30);  // whatever is left
   }
