@@ -146,7 +146,11 @@ struct BackwardDecay {
   }
 };
 
-/** One worker's scratch for the backward, sized once per call: nothing here grows with n. */
+/**
+ * One worker's scratch for the backward, sized once per call: nothing here grows with n. Buffers
+ * only some calls use (16-bit storage, the slope gradient, avx512's pair tiles) are sized only for
+ * them: every buffer is zeroed when made, and at a few blocks that was most of a call's time.
+ */
 struct BackwardWorkspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the transposed and block x block buffers
   int64_t ldst = 0, ldr = 0;   // row strides of S^T and W^T (walk_stride(d_k)) and of R (walk_stride(d_v))
@@ -167,20 +171,32 @@ struct BackwardWorkspace {
   Floats to_end, to_end_weighted;  // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
   BackwardDecay decay;
   Prefetcher prefetch;
-  BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_)
+  /** `widened`: 16-bit storage (q, k, v, d_o widened, gradients staged); `slopes`: d_slopes asked for. */
+  BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_, bool widened, bool slopes, bool pairs)
       : block(block_), ldp((block_ + 15) / 16 * 16), ldst(walk_stride(dk_)), ldr(walk_stride(dv_)) {
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
-    for (auto* b : {&q, &k, &kd, &y, &dq, &dk}) b->resize(sz(block * dk_));
-    for (auto* b : {&v, &d_o, &dos, &dv}) b->resize(sz(block * dv_));
-    for (auto* b : {&kt, &qt, &qdt, &dkt}) b->resize(sz(dk_ * ldp));
-    for (auto* b : {&vt, &vdt, &vwt}) b->resize(sz(dv_ * ldp));
+    for (auto* b : {&kd, &y}) b->resize(sz(block * dk_));
+    dos.resize(sz(block * dv_));
+    for (auto* b : {&qt, &qdt, &dkt}) b->resize(sz(dk_ * ldp));
+    for (auto* b : {&vt, &vdt}) b->resize(sz(dv_ * ldp));
     for (auto* b : {&p, &a, &pt}) b->resize(sz(block * ldp));
-    for (auto* b : {&st, &wt}) b->resize(sz(dv_ * ldst));
+    st.resize(sz(dv_ * ldst));
     r.resize(sz(dk_ * ldr));
-    vdp.resize(sz(dv_ / 2 * kernels::kPairRow));
-    pz.resize(sz(block / 2 * kernels::kPairRow));
     to_end.resize(sz(block));
-    to_end_weighted.resize(sz(block));
+    if (widened) {
+      for (auto* b : {&q, &k, &dq, &dk}) b->resize(sz(block * dk_));
+      for (auto* b : {&v, &d_o, &dv}) b->resize(sz(block * dv_));
+    }
+    if (slopes) {
+      kt.resize(sz(dk_ * ldp));
+      vwt.resize(sz(dv_ * ldp));
+      wt.resize(sz(dv_ * ldst));
+      to_end_weighted.resize(sz(block));
+    }
+    if (pairs) {
+      vdp.resize(sz(dv_ / 2 * kernels::kPairRow));
+      pz.resize(sz(block / 2 * kernels::kPairRow));
+    }
   }
 };
 
@@ -311,7 +327,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     if (need_ds) finite = finite && all_finite(m, dk, K, ldk) && all_finite(m, dv, V, ldv);
     for (int64_t j = 0; j < m; ++j) {  // row scales towards the block's end: lambda^{m-1-j}, (m-1-j) lambda^{m-1-j}
       w.to_end[j] = pw[m - 1 - j];
-      w.to_end_weighted[j] = wpw[m - 1 - j];
+      if (need_ds) w.to_end_weighted[j] = wpw[m - 1 - j];
     }
     // V^T for P = dO V^T and the decayed V^T for the state update (and pass 2), in one transpose.
     int64_t ldvd;
@@ -592,7 +608,8 @@ void backward_all(const BackwardArgs<T>& a, int threads) {
   const bool pass1 = !a.dq.absent() || a.d_slopes;
   const bool pass2 = !a.dk.absent() || !a.dv.absent() || !a.d_state_in.absent();
   const int workers = worker_count(threads, items);
-  std::vector<BackwardWorkspace> ws(static_cast<size_t>(workers), BackwardWorkspace(a.block, a.q.dim, a.v.dim));
+  std::vector<BackwardWorkspace> ws = workspaces<BackwardWorkspace>(
+      workers, a.block, a.q.dim, a.v.dim, !std::is_same_v<T, float>, a.d_slopes != nullptr, kernels::PairTiles<P>::value);
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t b = item / a.k.heads, g = item % a.k.heads;
     BackwardWorkspace& w = ws[static_cast<size_t>(worker)];

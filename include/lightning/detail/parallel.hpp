@@ -19,6 +19,19 @@ inline int worker_count(int threads, int64_t items) {
   return static_cast<int>(std::max<int64_t>(1, std::min(n, items)));
 }
 
+/**
+ * One workspace per worker, each constructed in place: `std::vector<W>(workers, W(args...))` builds
+ * a temporary and copies it, allocating and zeroing every buffer twice, which for a call of a few
+ * blocks was most of its time.
+ */
+template <class W, class... Args>
+std::vector<W> workspaces(int workers, const Args&... args) {
+  std::vector<W> ws;
+  ws.reserve(static_cast<size_t>(workers));
+  for (int w = 0; w < workers; ++w) ws.emplace_back(args...);
+  return ws;
+}
+
 /** Calls fn(worker, item) for every item in [0, items), items handed out one at a time. */
 template <class Fn>
 void parallel_for(int workers, int64_t items, Fn&& fn) {

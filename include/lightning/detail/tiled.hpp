@@ -235,7 +235,7 @@ template <Path P, class T>
 void forward_split(const ForwardArgs<T>& a, int workers, const std::vector<Piece>& pieces) {
   const int64_t G = a.k.heads, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / G, size = dk * dv;
   Floats states(pieces.size() * static_cast<size_t>(size));
-  std::vector<Workspace> ws(static_cast<size_t>(workers), Workspace(a.block, dk, dv));
+  std::vector<Workspace> ws = workspaces<Workspace>(workers, a.block, dk, dv);
   // Share w is an item of parallel_for, run by whichever thread takes it.
   parallel_for(workers, workers, [&](int thread, int64_t share) {
     for (size_t p = 0; p < pieces.size(); ++p) {
@@ -297,7 +297,7 @@ void forward_all(const ForwardArgs<T>& a, int threads) {
     return;
   }
   const int workers = worker_count(threads, items);
-  std::vector<Workspace> ws(static_cast<size_t>(workers), Workspace(a.block, a.q.dim, a.v.dim));
+  std::vector<Workspace> ws = workspaces<Workspace>(workers, a.block, a.q.dim, a.v.dim);
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t b = item / a.k.heads;
     forward_group<P>(a, b, item % a.k.heads, ws[static_cast<size_t>(worker)], 0, n, b);
