@@ -385,12 +385,17 @@ void forward_as(Bytes& in) {
   if (!in_place && states & 2) check_only_outputs_written({&s_in}, {ss}, s_out, before_s);
   const auto ref = lightning::reference::quadratic(q0, k0, v0, c.opt.slopes, c.opt.scale, s0);
   const auto ref_abs = lightning::reference::quadratic(qa0, ka0, va0, c.opt.slopes, std::abs(c.opt.scale), sa0);
+  // With more than one thread a sequence may be cut into pieces (README "Threads"): a later piece's
+  // 16-bit rows are rounded once from a zero state and again after the read-out correction, so they
+  // are within 2u, not u, of the reference (fuzz/corpus/regress-forward-bf16-split-rounded-twice).
+  Rounding o_rounding = rounding_of<E>();
+  if (c.opt.threads != 1) o_rounding.u *= 2;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < n; ++t)
         for (int64_t j = 0; j < dv; ++j) {
           const size_t at = static_cast<size_t>(((b * H + h) * n + t) * dv + j);
-          check_value(o_e.at(b, h, t, j), ref.o[at], ref_abs.o[at], flushed.out, rounding_of<E>());
+          check_value(o_e.at(b, h, t, j), ref.o[at], ref_abs.o[at], flushed.out, o_rounding);
         }
   if (states & 2)
     for (int64_t b = 0; b < B; ++b)
