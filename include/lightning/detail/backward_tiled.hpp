@@ -171,7 +171,10 @@ struct BackwardWorkspace {
   Floats to_end, to_end_weighted;  // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
   BackwardDecay decay;
   Prefetcher prefetch;
-  /** `widened`: 16-bit storage (q, k, v, d_o widened, gradients staged); `slopes`: d_slopes asked for. */
+  /**
+   * `widened`: 16-bit storage (q, k, v, d_o widened, gradients staged); `slopes`: d_slopes asked for;
+   * `pairs`: the path has pair tiles (PairTiles<P>).
+   */
   BackwardWorkspace(int64_t block_, int64_t dk_, int64_t dv_, bool widened, bool slopes, bool pairs)
       : block(block_), ldp((block_ + 15) / 16 * 16), ldst(walk_stride(dk_)), ldr(walk_stride(dv_)) {
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
