@@ -494,12 +494,9 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       else
         transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, w.vdt.data(), ldp, w.to_end.data());
     }
-    // The decayed K rows of dV's inter term, made where first needed: with q heads, just before A~^T
-    // reads K (against the block's start: 0.998x the avx2 backward's time, within noise).
-    const auto decay_k = [&] {
+    if (need_dv && !r_zero)  // the decayed K rows of dV's inter term
       for (int64_t j = 0; j < m; ++j)
         for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = w.to_end[j] * K[j * ldk + c];
-    };
     // dK^T, once every q head's term is in, transposed into dK's rows.
     const auto store_dk = [&] {
       int64_t lddk;
@@ -526,7 +523,6 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         transpose<P>(m, dk, Q, ldq, w.qt.data(), ldp);
       else if (update_r)
         transpose<P>(m, dk, Q, ldq, w.qdt.data(), ldp, cpw + 1);
-      if (inter && need_dv) decay_k();
       if (need_dv)  // A~^T from K Q^T on and above the diagonal
         gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
                          [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, lag); });
@@ -582,10 +578,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       if (need_dk && !r_zero) gemm<P>(Part::full, dk, m, dv, R, ldr, Vdt, ldvd, dKt, ldp, 0.0f);
       if (need_dv && r_zero)
         for (int64_t j = 0; j < m; ++j) std::fill_n(dV + j * lddv, dv, 0.0f);
-      if (need_dv && !r_zero) {
-        decay_k();
-        gemm<P>(Part::full, m, dv, dk, w.kd.data(), dk, R, ldr, dV, lddv, 0.0f);
-      }
+      if (need_dv && !r_zero) gemm<P>(Part::full, m, dv, dk, w.kd.data(), dk, R, ldr, dV, lddv, 0.0f);
       if (update_r && !r_zero)
         for (int64_t e = 0; e < dk * ldr; ++e) R[e] *= pw[m];  // a power flushed to 0 still multiplies
     }
