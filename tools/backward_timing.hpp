@@ -19,6 +19,29 @@ struct BackwardTiming {
 };
 
 /**
+ * The timing tools' inputs, [batch, heads, n, d]: q, k, v, d_o and dS_out drawn in that order from
+ * N(0, 0.3^2) (seed 1), and MiniMax-like slopes 0.5 / (h + 1).
+ */
+struct TimingInputs {
+  detail::Floats q, k, v, d_o, ds_out;
+  std::vector<float> slopes;
+  TimingInputs(int64_t batch, int64_t heads, int64_t n, int64_t d_k, int64_t d_v) {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> dist(0.0f, 0.3f);
+    const auto draw = [&](detail::Floats& x, int64_t count) {
+      x.resize(static_cast<size_t>(count));
+      for (auto& e : x) e = dist(rng);
+    };
+    draw(q, batch * heads * n * d_k);
+    draw(k, batch * heads * n * d_k);
+    draw(v, batch * heads * n * d_v);
+    draw(d_o, batch * heads * n * d_v);
+    draw(ds_out, batch * heads * d_k * d_v);
+    for (int64_t h = 0; h < heads; ++h) slopes.push_back(0.5f / static_cast<float>(h + 1));
+  }
+};
+
+/**
  * Runs forward (with state_out) and backward (dq, dk, dv and dS_in, from dS_out; d_slopes when
  * `slope_gradient`) alternately `reps` times on random [batch, heads, n, d] inputs with MiniMax-like
  * slopes, after one warm-up call of each, and returns the medians. The tensors start 64-byte lines
@@ -28,21 +51,12 @@ struct BackwardTiming {
 inline BackwardTiming time_backward(int64_t batch, int64_t heads, int64_t n, int64_t d_k, int64_t d_v, Path path,
                                     int reps, int threads = 1, bool slope_gradient = false,
                                     int64_t block_size = 0) {
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 0.3f);
-  const auto buffer = [&](int64_t count) {
-    detail::Floats x(static_cast<size_t>(count));
-    for (auto& e : x) e = dist(rng);
-    return x;
-  };
-  const int64_t tk = batch * heads * n * d_k, tv = batch * heads * n * d_v, ts = batch * heads * d_k * d_v;
-  auto q = buffer(tk), k = buffer(tk), v = buffer(tv), d_o = buffer(tv), ds_out = buffer(ts);
-  detail::Floats o(static_cast<size_t>(tv)), s_out(static_cast<size_t>(ts)), dq(q.size()), dk(k.size()),
-      dv(v.size()), ds_in(static_cast<size_t>(ts)), d_slopes(static_cast<size_t>(heads));
-  std::vector<float> slopes(static_cast<size_t>(heads));
-  for (int64_t h = 0; h < heads; ++h) slopes[static_cast<size_t>(h)] = 0.5f / static_cast<float>(h + 1);
+  const TimingInputs inputs(batch, heads, n, d_k, d_v);
+  const detail::Floats &q = inputs.q, &k = inputs.k, &v = inputs.v, &d_o = inputs.d_o, &ds_out = inputs.ds_out;
+  detail::Floats o(v.size()), s_out(ds_out.size()), dq(q.size()), dk(k.size()), dv(v.size()), ds_in(ds_out.size()),
+      d_slopes(static_cast<size_t>(heads));
   Options opt;
-  opt.slopes = slopes.data();
+  opt.slopes = inputs.slopes.data();
   opt.path = path;
   opt.threads = threads;
   opt.block_size = block_size;

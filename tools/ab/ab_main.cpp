@@ -9,12 +9,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "ab_side.hpp"
+#include "backward_timing.hpp"
 #include "cpu_seconds.hpp"
-#include "lightning/detail/buffer.hpp"
 
 int main(int argc, char** argv) {
   if (argc < 2) {
@@ -26,23 +25,15 @@ int main(int argc, char** argv) {
   const int64_t n = argc > 3 ? std::atoll(argv[3]) : 16384, heads = argc > 4 ? std::atoll(argv[4]) : 8,
                 d = argc > 5 ? std::atoll(argv[5]) : 128;
   const int64_t size = heads * n * d, states = heads * d * d;
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 0.3f);
-  const auto random = [&](int64_t count) {
-    lightning::detail::Floats x(static_cast<size_t>(count));
-    for (auto& e : x) e = dist(rng);
-    return x;
-  };
-  const auto q = random(size), k = random(size), v = random(size), d_o = random(size), ds_out = random(states);
+  const lightning::tools::TimingInputs in(1, heads, n, d, d);  // the inputs of tools/time_backward
   lightning::detail::Floats o(size), s_out(states), ds_in(states), grads[2][3];
   for (auto& side : grads)
     for (auto& g : side) g.resize(static_cast<size_t>(size));
-  std::vector<float> slopes(static_cast<size_t>(heads));
-  for (int64_t h = 0; h < heads; ++h) slopes[static_cast<size_t>(h)] = 0.5f / static_cast<float>(h + 1);
   const auto run = [&](bool new_side, bool backward) {
     auto& g = grads[new_side];
-    const AbCall c{backward, avx512, heads, n, d, q.data(), k.data(), v.data(), d_o.data(), ds_out.data(),
-                   slopes.data(), o.data(), s_out.data(), g[0].data(), g[1].data(), g[2].data(), ds_in.data()};
+    const AbCall c{backward, avx512, heads, n, d, in.q.data(), in.k.data(), in.v.data(), in.d_o.data(),
+                   in.ds_out.data(), in.slopes.data(), o.data(), s_out.data(), g[0].data(), g[1].data(), g[2].data(),
+                   ds_in.data()};
     return lightning::tools::cpu_seconds([&] { (new_side ? ab_run_lightning_new : ab_run_lightning_old)(c); });
   };
   run(false, true);
