@@ -33,6 +33,19 @@ inline void prefetch_line(const char* p, bool write, bool into_l1 = false) {
 }
 
 /**
+ * Asks rows x cols floats from p (row stride ld) into L1, for a write with `write`: data about to be
+ * touched whose lines an earlier Prefetcher request has probably seen evicted from L1 since.
+ */
+inline void prefetch_rows_into_l1(const float* p, int64_t rows, int64_t cols, int64_t ld, bool write) {
+  if (cols <= 0) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto first = reinterpret_cast<std::uintptr_t>(p + r * ld) & ~std::uintptr_t{63};
+    const auto last = reinterpret_cast<std::uintptr_t>(p + r * ld + cols - 1);
+    for (std::uintptr_t line = first; line <= last; line += 64) prefetch_line(reinterpret_cast<const char*>(line), write, true);
+  }
+}
+
+/**
  * A later block's rows of the inputs and outputs, asked into cache a few lines at a time between
  * register tiles: a block's inputs are touched once per block, so the hardware prefetcher, seeing each stream
  * pause for the whole block's arithmetic, leaves every block's first touch waiting on memory; asked
