@@ -4,7 +4,9 @@
 #   tools/ab/ab.sh OLD_TREE NEW_TREE avx2|avx512 [pairs] [n] [heads] [d]
 # A tree is a directory with include/lightning, e.g. `git worktree add /tmp/old HEAD~1`.
 # The two sides are two translation units whose code layouts differ: an unchanged forward has shown
-# new/old medians of 0.993-1.007, so a difference below about 0.7% is not resolved.
+# new/old medians of 0.993-1.007, so a difference below about 0.7% is not resolved. On a noisy host
+# (per-pair quartiles +-2-3%) one head and 300-400 pairs, and the fastest tenth of each side's calls
+# (the last line), resolved about 0.5%: `tools/ab/ab.sh OLD NEW avx2 400 16384 1`.
 set -eu
 [ $# -ge 3 ] || { echo "usage: $0 OLD_TREE NEW_TREE avx2|avx512 [pairs] [n] [heads] [d]" >&2; exit 2; }
 old=$1 new=$2 isa=$3

@@ -41,7 +41,8 @@ inline void prefetch_rows_into_l1(const float* p, int64_t rows, int64_t cols, in
   for (int64_t r = 0; r < rows; ++r) {
     const auto first = reinterpret_cast<std::uintptr_t>(p + r * ld) & ~std::uintptr_t{63};
     const auto last = reinterpret_cast<std::uintptr_t>(p + r * ld + cols - 1);
-    for (std::uintptr_t line = first; line <= last; line += 64) prefetch_line(reinterpret_cast<const char*>(line), write, true);
+    for (std::uintptr_t line = first; line <= last; line += 64)
+      prefetch_line(reinterpret_cast<const char*>(line), write, true);
   }
 }
 
