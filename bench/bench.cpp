@@ -123,14 +123,14 @@ struct Row {
   int64_t n = 0, d = 0;
   double seconds = 0, flops = 0, roof = 0;  // roof: tokens/s at the roofline
   double ratio = 0;                         // backward rows: median backward / forward CPU time, alternated
-  int pairs = 0;                            // how many forward/backward pairs that median is over
+  std::vector<double> pair_ratios;          // backward rows: each pair's backward / forward
   std::string skipped;                      // why the row was not run
 };
 std::vector<Row> rows;
 Row& row_for(const std::string& m, int64_t n, int64_t d) {
   for (auto& r : rows)
     if (r.method == m && r.n == n && r.d == d) return r;
-  rows.push_back(Row{m, n, d, 0, 0, 0, 0, 0, {}});
+  rows.push_back(Row{m, n, d, 0, 0, 0, 0, {}, {}});
   return rows.back();
 }
 // The last run of each (method, d), to predict the next n's time.
@@ -180,7 +180,7 @@ void sweep_row(benchmark::State& state, const Method& m, int64_t n, int64_t d) {
   }
   const double s = (std::chrono::duration<double>(Clock::now() - t0).count() - paused) /
                    static_cast<double>(state.iterations());
-  if (!ratios.empty()) row.ratio = median_ratio(ratios), row.pairs = static_cast<int>(ratios.size());
+  if (!ratios.empty()) row.ratio = median_ratio(ratios), row.pair_ratios = ratios;
   const double tokens = static_cast<double>(kHeads * n);
   row.seconds = s;
   row.flops = m.flops(n, d);
@@ -400,38 +400,42 @@ void summarise(const std::vector<Method>& list, std::ostream& out) {
   out << "\nBackward (dq, dk, dv from d_o) against forward, per path: the two rows' times, and the median ratio of\n"
       << "CPU times over forward/backward pairs alternated within the backward row (robust to other load):\n\n"
       << "| path | n | d | forward ms | backward ms | backward / forward |\n|---|---:|---:|---:|---:|---:|\n";
-  // The ratio at d = 128, per path: at the largest n whose row has at least kSteadyPairs pairs (a
-  // row at large n runs once or twice, and one pair on a loaded host can read 3.7 where the
-  // medians read 2.6), else at the largest n measured; the pairs named either way.
-  constexpr int kSteadyPairs = 3;
+  // The ratio at d = 128, per path: the median of the pairs of every row from n = 4096 on (of every
+  // row when none ran there). A row at large n runs once or twice, and one pair on a loaded host
+  // read 3.70 where the rows' medians read 2.6; the time ratio does not depend on n there.
+  constexpr int64_t kPooledFrom = 4096;
   std::string at_128;
   for (int64_t d : cfg.ds)
     for (Path path : lightning::compiled_paths) {
       const std::string name = lightning::path_name(path);
-      double last = 0, steady = 0;
-      int64_t last_n = 0, steady_n = 0;
-      int last_pairs = 0, steady_pairs = 0;
+      std::vector<double> pooled, all;
+      int64_t lo = 0, hi = 0;
       for (int64_t n : cfg.ns) {
         const double tf = seconds_of("lightning_" + name, n, d), tb = seconds_of("backward_" + name, n, d);
-        double ratio = 0;
-        int pairs = 0;
+        const Row* row = nullptr;
         for (auto& r : rows)
-          if (r.method == "backward_" + name && r.n == n && r.d == d) ratio = r.ratio, pairs = r.pairs;
-        if (tb <= 0 || ratio <= 0) continue;
+          if (r.method == "backward_" + name && r.n == n && r.d == d) row = &r;
+        if (tb <= 0 || !row || row->ratio <= 0) continue;
         char forward_ms[32] = "not run";
         if (tf > 0) std::snprintf(forward_ms, sizeof forward_ms, "%.3f", tf * 1e3);
         std::snprintf(buf, sizeof buf, "| %s | %lld | %lld | %s | %.3f | %.2f |\n", name.c_str(), (long long)n,
-                      (long long)d, forward_ms, tb * 1e3, ratio);
+                      (long long)d, forward_ms, tb * 1e3, row->ratio);
         out << buf;
-        last = ratio, last_n = n, last_pairs = pairs;
-        if (pairs >= kSteadyPairs) steady = ratio, steady_n = n, steady_pairs = pairs;
+        all.insert(all.end(), row->pair_ratios.begin(), row->pair_ratios.end());
+        if (n >= kPooledFrom) {
+          pooled.insert(pooled.end(), row->pair_ratios.begin(), row->pair_ratios.end());
+          lo = lo ? lo : n, hi = n;
+        }
       }
-      if (d == 128 && last_n > 0) {
-        if (steady_n == 0) steady = last, steady_n = last_n, steady_pairs = last_pairs;
-        std::snprintf(buf, sizeof buf, " %s %.2f (n = %lld, %d pairs)", name.c_str(), steady, (long long)steady_n,
-                      steady_pairs);
-        at_128 += buf;
-      }
+      if (d != 128 || all.empty()) continue;
+      if (pooled.empty()) pooled = all, lo = 0;
+      if (lo)
+        std::snprintf(buf, sizeof buf, " %s %.2f (%zu pairs, n = %lld to %lld)", name.c_str(), median_ratio(pooled),
+                      pooled.size(), (long long)lo, (long long)hi);
+      else
+        std::snprintf(buf, sizeof buf, " %s %.2f (%zu pairs, every n)", name.c_str(), median_ratio(pooled),
+                      pooled.size());
+      at_128 += buf;
     }
   if (!at_128.empty()) out << "\nbackward / forward time at d = 128:" << at_128 << "\n";
 
