@@ -429,12 +429,13 @@ void summarise(const std::vector<Method>& list, std::ostream& out) {
       }
       if (d != 128 || all.empty()) continue;
       if (pooled.empty()) pooled = all, lo = 0;
+      const char* pairs = pooled.size() == 1 ? "pair" : "pairs";
       if (lo)
-        std::snprintf(buf, sizeof buf, " %s %.2f (%zu pairs, n = %lld to %lld)", name.c_str(), median_ratio(pooled),
-                      pooled.size(), (long long)lo, (long long)hi);
+        std::snprintf(buf, sizeof buf, " %s %.2f (%zu %s, n = %lld to %lld)", name.c_str(), median_ratio(pooled),
+                      pooled.size(), pairs, (long long)lo, (long long)hi);
       else
-        std::snprintf(buf, sizeof buf, " %s %.2f (%zu pairs, every n)", name.c_str(), median_ratio(pooled),
-                      pooled.size());
+        std::snprintf(buf, sizeof buf, " %s %.2f (%zu %s, every n)", name.c_str(), median_ratio(pooled),
+                      pooled.size(), pairs);
       at_128 += buf;
     }
   if (!at_128.empty()) out << "\nbackward / forward time at d = 128:" << at_128 << "\n";
