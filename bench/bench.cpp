@@ -429,13 +429,10 @@ void summarise(const std::vector<Method>& list, std::ostream& out) {
       }
       if (d != 128 || all.empty()) continue;
       if (pooled.empty()) pooled = all, lo = 0;
-      const char* pairs = pooled.size() == 1 ? "pair" : "pairs";
-      if (lo)
-        std::snprintf(buf, sizeof buf, " %s %.2f (%zu %s, n = %lld to %lld)", name.c_str(), median_ratio(pooled),
-                      pooled.size(), pairs, (long long)lo, (long long)hi);
-      else
-        std::snprintf(buf, sizeof buf, " %s %.2f (%zu %s, every n)", name.c_str(), median_ratio(pooled),
-                      pooled.size(), pairs);
+      char range[64] = "every n";
+      if (lo) std::snprintf(range, sizeof range, "n = %lld to %lld", (long long)lo, (long long)hi);
+      std::snprintf(buf, sizeof buf, " %s %.2f (%zu %s, %s)", name.c_str(), median_ratio(pooled), pooled.size(),
+                    pooled.size() == 1 ? "pair" : "pairs", range);
       at_128 += buf;
     }
   if (!at_128.empty()) out << "\nbackward / forward time at d = 128:" << at_128 << "\n";
