@@ -318,9 +318,9 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
 
   for (int64_t t0 = 0; t0 < n; t0 += a.block) {
     const int64_t m = std::min(a.block, n - t0);
-    // Two blocks ahead, over this block's P, dQ and state-update tiles; q only for d_slopes, and the
-    // stashes in dK's and dV's rows, which this pass writes.
-    prefetch_block(pf, a, b, g, t0 + 2 * a.block, true, need_ds,
+    // kBlocksAhead blocks ahead, over this block's P, dQ and state-update tiles; q only for d_slopes,
+    // and the stashes in dK's and dV's rows, which this pass writes.
+    prefetch_block(pf, a, b, g, t0 + kBlocksAhead * a.block, true, need_ds,
                    {stash ? stash_columns(a) : View<T>{}, stash_v_in_dv<P>(a, a.block) ? a.dv : View<T>{}},
                    {stream_dq ? View<T>{} : a.dq},
                    group * (triangle_tile_count<P>(false, m, ldp) + tile_count<P>(m, dk)) + tile_count<P>(dv, dk));
@@ -444,7 +444,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldr = w.ldr;
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar;
-  const auto tile = [&] { pf.tile(); };
+  const auto tile = [&] { pf.tile_down(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
   const bool stash = stash_p_in_dk(a);  // pass 1 ran (for dQ) and left P~ in dK's rows
   // Streamed outputs are not prefetched, but for the stashes in their rows, which this pass reads; dV
@@ -470,8 +470,9 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
-    // Two blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R tiles.
-    prefetch_block(pf, a, b, g, t0 - 2 * a.block, !v_stashed, true, {dk_ahead, dv_ahead}, {},
+    // kBlocksAhead blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R
+    // tiles, each stream's lines in descending order (tile_down).
+    prefetch_block(pf, a, b, g, t0 - kBlocksAhead * a.block, !v_stashed, true, {dk_ahead, dv_ahead}, {},
                    group * ((stash ? 0 : triangle_tile_count<P>(false, m, ldp)) +
                             tile_count<P>(dk, m) + triangle_tile_count<P>(true, m, ldp) +
                             tile_count<P>(m, dv) + tile_count<P>(dk, dv)));
@@ -485,13 +486,14 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     // inter term.
     int64_t ldvd;
     const float* Vdt = decayed_vt(a, v_in_dv, b, g, t0, m, w.vdt, ldp, ldvd);
-    // The Prefetcher asked for this block's rows two blocks ago; with L1 at 32 KB (Zen 4) many of
-    // their lines have left it again. V~^T as pass 1 left it (read first by dK^T, after Q^T and
-    // A~^T) and dK's rows (written by dK^T's transpose, asked before dK^T) are asked into L1 once
-    // more. tools/ab, avx2, Zen 4, n = 16384, one head, 400 pairs, fastest tenth: V~^T 0.987x the
-    // backward's time, then dK's rows 0.990x. No other stream gained so: K and Q asked at the end
-    // of the block before, 1.013x; the block's d_o before dK^T, 1.01x; the P~ stash, 1.00x; in pass
-    // 1, dQ's rows 1.010x, the stashes' rows 1.006x.
+    // The Prefetcher asked for this block's rows during an earlier block; with L1 at 32 KB (Zen 4)
+    // many of their lines have left it again. V~^T as pass 1 left it (read first by dK^T, after Q^T
+    // and A~^T) and dK's rows (written by dK^T's transpose, asked before dK^T) are asked into L1 once
+    // more. tools/ab, avx2, Zen 4, n = 16384, one head, 400 pairs, fastest tenth, with requests two
+    // blocks ahead: V~^T 0.987x the backward's time, then dK's rows 0.990x (at one block ahead,
+    // without both 0.996x, with the forward's time 0.996x: kept). No other stream gained so: K and Q
+    // asked at the end of the block before, 1.013x; the block's d_o before dK^T, 1.01x; the P~
+    // stash, 1.00x; in pass 1, dQ's rows 1.010x, the stashes' rows 1.006x.
     if (v_in_dv) prefetch_rows_into_l1(Vdt, 1, m * dv, 0, false);
     if (pairs) {  // implies need_dk
       if constexpr (has_pairs) pair_transpose<P>(m, dv, V, ldv, w.vdp.data(), kernels::kPairRow, w.to_end.data());
@@ -595,7 +597,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     }
     if (need_dk && group == 0) store_dk();
     if (need_dv) store_rows<P>(dV, lddv, a.dv, b, g, t0, m);
-    pf.step(1 << 30);  // whatever is left
+    pf.step<true>(1 << 30);  // whatever is left
   }
   if (stream_dk || stream_dv) end_streams();
   if (need_ds_in)

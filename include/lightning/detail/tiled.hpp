@@ -149,7 +149,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   for (int64_t t0 = t_begin; t0 < t_end; t0 += a.block) {
     const int64_t m = std::min(a.block, t_end - t0);
     // The next block's inputs and outputs, spread over this block's register tiles.
-    const int64_t ahead = t0 + 2 * a.block;  // two blocks ahead: one is not always enough for memory
+    const int64_t ahead = t0 + kBlocksAhead * a.block;
     pf.start(std::min(a.block, t_end - ahead));
     if (ahead < t_end) {
       pf.add(a.k, b, g, ahead, false);
