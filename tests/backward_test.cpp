@@ -572,6 +572,40 @@ TEST(BackwardEdges, PrefetcherIgnoresStreamsWithoutColumns) {
   EXPECT_EQ(pf.at, pf.count);
 }
 
+// step<true> (pass 2's order) asks exactly the lines step<false> asks, each stream from its last line
+// to its first, streams in the order added; both finish after as many lines.
+TEST(BackwardEdges, PrefetcherDescendingAsksTheSameLinesInReverse) {
+  std::vector<float> x(4 * 64), y(4 * 64);
+  const auto asked = [&](bool down) {
+    detail::Prefetcher pf;
+    pf.start(3);                                                            // rows 1..3 of each
+    pf.add(View<float>(x.data(), 1, 1, 4, 40, 0, 0, 64), 0, 0, 1, false);  // 40 floats: 3 lines a row
+    pf.add(View<float>(y.data(), 1, 1, 4, 16, 0, 0, 64), 0, 0, 1, true);   // 1 line a row
+    std::vector<std::pair<const char*, bool>> lines;
+    const auto record = [&](const char* p, bool write, bool) { lines.push_back({p, write}); };
+    for (int i = 0; i < 5; ++i) down ? pf.step<true>(3, record) : pf.step<false>(3, record);
+    EXPECT_EQ(pf.at, pf.count);
+    return lines;
+  };
+  const auto up = asked(false), down = asked(true);
+  ASSERT_EQ(up.size(), 12u);  // 3 rows x 3 lines of x, then 3 rows x 1 line of y
+  ASSERT_EQ(down.size(), up.size());
+  const auto line = [](const std::vector<float>& v, int64_t row, int64_t l) {
+    return reinterpret_cast<const char*>(v.data() + row * 64) + 64 * l;
+  };
+  for (int64_t r = 0; r < 3; ++r)
+    for (int64_t l = 0; l < 3; ++l) {
+      EXPECT_EQ(up[static_cast<size_t>(r * 3 + l)].first, line(x, 1 + r, l));
+      EXPECT_EQ(down[static_cast<size_t>(r * 3 + l)].first, line(x, 3 - r, 2 - l));
+    }
+  for (int64_t r = 0; r < 3; ++r) {
+    EXPECT_EQ(up[static_cast<size_t>(9 + r)].first, line(y, 1 + r, 0));
+    EXPECT_EQ(down[static_cast<size_t>(9 + r)].first, line(y, 3 - r, 0));
+    EXPECT_TRUE(up[static_cast<size_t>(9 + r)].second && down[static_cast<size_t>(9 + r)].second);
+  }
+  EXPECT_FALSE(up[0].second || down[0].second);
+}
+
 // Every bad input throws before anything is written.
 TEST(BackwardErrors, RejectsBadInputAndWritesNothing) {
   constexpr int64_t B = 2, H = 2, N = 10, DK = 4, DV = 3;

@@ -488,12 +488,13 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const float* Vdt = decayed_vt(a, v_in_dv, b, g, t0, m, w.vdt, ldp, ldvd);
     // The Prefetcher asked for this block's rows during an earlier block; with L1 at 32 KB (Zen 4)
     // many of their lines have left it again. V~^T as pass 1 left it (read first by dK^T, after Q^T
-    // and A~^T) and dK's rows (written by dK^T's transpose, asked before dK^T) are asked into L1 once
-    // more. tools/ab, avx2, Zen 4, n = 16384, one head, 400 pairs, fastest tenth, with requests two
-    // blocks ahead: V~^T 0.987x the backward's time, then dK's rows 0.990x (at one block ahead,
-    // without both 0.996x, with the forward's time 0.996x: kept). No other stream gained so: K and Q
-    // asked at the end of the block before, 1.013x; the block's d_o before dK^T, 1.01x; the P~
-    // stash, 1.00x; in pass 1, dQ's rows 1.010x, the stashes' rows 1.006x.
+    // and A~^T) and dK's rows (written by dK^T's transpose, asked before dK^T) are asked into L1
+    // once more. tools/ab, avx2, Zen 4, n = 16384, one head, 400 pairs, fastest tenth, with
+    // requests two blocks ahead: V~^T 0.987x the backward's time, then dK's rows 0.990x (one block
+    // ahead, without both the backward took 0.996x its time and the forward 0.996x, a tie: kept).
+    // No other stream gained so: K and Q asked at the end of the block before, 1.013x; the block's
+    // d_o before dK^T, 1.01x; the P~ stash, 1.00x; in pass 1, dQ's rows 1.010x, the stashes' rows
+    // 1.006x.
     if (v_in_dv) prefetch_rows_into_l1(Vdt, 1, m * dv, 0, false);
     if (pairs) {  // implies need_dk
       if constexpr (has_pairs) pair_transpose<P>(m, dv, V, ldv, w.vdp.data(), kernels::kPairRow, w.to_end.data());

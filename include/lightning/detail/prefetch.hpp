@@ -46,6 +46,11 @@ inline void prefetch_rows_into_l1(const float* p, int64_t rows, int64_t cols, in
   }
 }
 
+/** prefetch_line as a callable: what Prefetcher::step asks each line with unless told otherwise. */
+struct PrefetchLine {
+  void operator()(const char* p, bool write, bool into_l1) const { prefetch_line(p, write, into_l1); }
+};
+
 /**
  * How many blocks ahead the block loops ask for rows (the forward, and both passes of the backward,
  * pass 2 towards lower addresses). Two until 2026-12-04; on Zen 4 (KVM, avx2, d = 128, n = 16384,
@@ -109,10 +114,11 @@ struct Prefetcher {
    * `Down`: each stream's lines from its last to its first, for a loop whose blocks run to lower
    * addresses (the backward's pass 2), so that the requests descend as the blocks do and the hardware
    * prefetchers, which follow them, run on into the next block rather than back into the last. On
-   * Zen 4 (avx2, d = 128, n = 16384, one head) pass 2 so took 0.986x the backward's time.
+   * Zen 4 (avx2, d = 128, n = 16384, one head) pass 2 so took 0.986x the backward's time. `ask`
+   * receives each line (a test records them).
    */
-  template <bool Down = false>
-  void step(int n) {
+  template <bool Down = false, class Ask = PrefetchLine>
+  void step(int n, Ask&& ask = {}) {
     int s_at = at;
     int64_t s_row = row, s_line = line, left = n;
     while (left > 0 && s_at < count) {
@@ -120,10 +126,10 @@ struct Prefetcher {
       const int64_t take = std::min(left, s.lines - s_line);
       if constexpr (Down) {
         const char* p = s.row + (rows - 1 - s_row) * s.stride + (s.lines - 1 - s_line) * 64;
-        for (int64_t l = 0; l < take; ++l) prefetch_line(p - 64 * l, s.write, into_l1);
+        for (int64_t l = 0; l < take; ++l) ask(p - 64 * l, s.write, into_l1);
       } else {
         const char* p = s.row + s_row * s.stride + s_line * 64;
-        for (int64_t l = 0; l < take; ++l) prefetch_line(p + 64 * l, s.write, into_l1);
+        for (int64_t l = 0; l < take; ++l) ask(p + 64 * l, s.write, into_l1);
       }
       left -= take;
       if ((s_line += take) == s.lines) {
