@@ -477,6 +477,31 @@ TEST_P(Backward, Magnitude1e15WithSmallScale) {
   }
 }
 
+// At scale 0 every gradient is 0, d_slopes included, however large the inputs: with q_5 . k_3 and
+// do_5 . v_3 of 1e30 the slope gradient's intra-block term A_53 P_53 (1e60) and, a block later, dO W^T
+// (1e45) leave fp32 unscaled; taken with the scale first they are 0. Before, d_slopes was 0 * Inf =
+// NaN (the fuzzer's backward entry point found it, 2026-12-04).
+TEST_P(Backward, SlopeGradientAtScaleZeroWithMagnitude1e15) {
+  Case c{1, 2, 1, 40, 4, 4, 16};
+  c.scale = 0.0f;
+  c.state_in = false;
+  c.d_state_out = false;
+  Problem p(c);
+  for (int64_t h = 0; h < 2; ++h) {
+    p.q[static_cast<size_t>((h * 40 + 5) * 4 + 0)] = 1e15f;
+    p.d_o[static_cast<size_t>((h * 40 + 5) * 4 + 1)] = 1e15f;
+    p.d_o[static_cast<size_t>((h * 40 + 20) * 4 + 1)] = -1e15f;
+  }
+  p.k[3 * 4 + 0] = 1e15f;
+  p.v[3 * 4 + 1] = 1e15f;
+  p.run(GetParam());
+  EXPECT_EQ(p.dsl[0], 0.0f);
+  for (const auto* x : {&p.dq, &p.dk, &p.dv, &p.ds0})
+    EXPECT_TRUE(std::all_of(x->begin(), x->end(), [](float e) { return e == 0.0f; }));
+  const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
+  EXPECT_EQ(ref.d_slopes[0], 0.0);
+}
+
 LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);
 
 // The reference gradients against central differences of L = sum do . o + <dS_out, S_out>, evaluated

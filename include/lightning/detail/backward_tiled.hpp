@@ -120,17 +120,18 @@ float* decayed_vt(const BackwardArgs<T>& a, bool in_dv, int64_t b, int64_t g, in
 }
 
 /**
- * The decay powers of one k/v head for t in [0, block]: pow[t] = lambda^t, cpow[t] = scale lambda^t
- * and wpow[t] = t lambda^t (the slope tangent's weights), from exp(-slope t) in double. Only
+ * The decay powers of one k/v head for t in [0, block]: pow[t] = lambda^t, cpow[t] = scale lambda^t,
+ * wpow[t] = t lambda^t (the slope tangent's weights) and cwpow[t] = scale t lambda^t, from
+ * exp(-slope t) in double. Only
  * non-negative powers; values below the smallest normal float are 0, so strong decay never meets
  * denormal arithmetic. Kept apart from the forward's table so each can change on its own.
  */
 struct BackwardDecay {
   // rcpow[t] = cpow[block - t] for mask_lower, then zeros to t = 2 block; lcpow[t] = cpow[t - block]
   // for mask_upper, after zeros from t = 0 (the masks read past lag 0).
-  Floats pow, cpow, wpow, rcpow, lcpow;
+  Floats pow, cpow, wpow, cwpow, rcpow, lcpow;
   void fill(double slope, double scale, int64_t block) {
-    for (auto* table : {&pow, &cpow, &wpow}) table->resize(static_cast<size_t>(block + 1));
+    for (auto* table : {&pow, &cpow, &wpow, &cwpow}) table->resize(static_cast<size_t>(block + 1));
     for (auto* table : {&rcpow, &lcpow}) table->assign(static_cast<size_t>(2 * block + 1), 0.0f);
     const auto flush = [](double x) { return std::abs(x) < FLT_MIN ? 0.0f : static_cast<float>(x); };
     for (int64_t t = 0; t <= block; ++t) {
@@ -138,6 +139,7 @@ struct BackwardDecay {
       pow[static_cast<size_t>(t)] = flush(p);
       cpow[static_cast<size_t>(t)] = flush(scale * p);
       wpow[static_cast<size_t>(t)] = flush(static_cast<double>(t) * p);
+      cwpow[static_cast<size_t>(t)] = flush(scale * static_cast<double>(t) * p);
     }
     for (int64_t t = 0; t <= block; ++t) {
       rcpow[static_cast<size_t>(t)] = cpow[static_cast<size_t>(block - t)];
@@ -296,6 +298,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
   const float* wpw = w.decay.wpow.data();
+  const float* cwpw = w.decay.cwpow.data();
   const float* crev = w.decay.rcpow.data() + a.block;  // crev[j - i] = cpw[i - j]
   float* St = w.st.data();
   float* Wt = w.wt.data();
@@ -345,8 +348,9 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       const float* Q = need_ds ? rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq) : nullptr;  // read only for d_slopes
       const float* dO = rows_as_floats<P>(a.d_o, b, h, t0, m, w.d_o, ldo);
       if (need_ds) finite = finite && all_finite(m, dk, Q, ldq) && all_finite(m, dv, dO, ldo);
-      // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not.
-      if (!s_zero)
+      // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not
+      // (nor dO W^T where c dO W^T does not: the slope gradient's second term).
+      if (!s_zero || (need_ds && !w_zero))
         for (int64_t i = 0; i < m; ++i)
           for (int64_t c = 0; c < dv; ++c) w.dos[i * dv + c] = cpw[i + 1] * dO[i * ldo + c];
       // P~ = c lambda^{i-j} dO V^T on and below the diagonal, zero above; masked after the slope
@@ -356,25 +360,27 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (!need_ds) mask_p(i0, mr);
       });
       if (need_ds) {
-        // (i+1) q_i . (c lambda^{i+1} do_i S^T) and c lambda^{i+1} q_i W do_i^T (the first is dQ's inter
-        // part, taken again here so that dQ has the same bits whether or not d_slopes is asked for),
-        // then sum_{j<i} c (i-j) lambda^{i-j} A_ij P_ij.
+        // (i+1) q_i . (c lambda^{i+1} do_i S^T) and q_i W (c lambda^{i+1} do_i)^T (the first is dQ's
+        // inter part, taken again here so that dQ has the same bits whether or not d_slopes is asked
+        // for), then sum_{j<i} (c (i-j) lambda^{i-j}) A_ij P_ij. The scale comes first in each, so
+        // that no unscaled product leaves fp32 where the scaled sum does not: at scale 0, dO W^T or
+        // A_ij P_ij past FLT_MAX made d_slopes 0 * Inf = NaN (found by the fuzzer, 2026-12-04).
         if (!s_zero) {
           gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, St, ldst, w.y.data(), dk, 0.0f);
           slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [](int64_t i) { return i + 1.0; });
         }
         if (!w_zero) {
-          gemm<P>(Part::full, m, dk, dv, dO, ldo, Wt, ldst, w.y.data(), dk, 0.0f);
-          slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [&](int64_t i) { return double{cpw[i + 1]}; });
+          gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, Wt, ldst, w.y.data(), dk, 0.0f);
+          slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [](int64_t) { return 1.0; });
         }
         gemm_triangle<P>(false, m, dk, Q, ldq, w.kt.data(), ldp, Am, ldp, NoOp{}, [](int64_t, int) {});
         double acc = 0;
         for (int64_t i = 1; i < m; ++i) {
           float row = 0;
-          for (int64_t j = 0; j < i; ++j) row += wpw[i - j] * Am[i * ldp + j] * Pm[i * ldp + j];
+          for (int64_t j = 0; j < i; ++j) row += cwpw[i - j] * Am[i * ldp + j] * Pm[i * ldp + j];
           acc += row;
         }
-        slope_sum += static_cast<double>(a.scale) * acc;
+        slope_sum += acc;
       }
       if (need_dq) {  // dQ = (c lambda^{i+1}) dO S^T + P~ K
         if (need_ds) mask_p(0, m);
