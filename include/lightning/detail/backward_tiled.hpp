@@ -122,9 +122,9 @@ float* decayed_vt(const BackwardArgs<T>& a, bool in_dv, int64_t b, int64_t g, in
 /**
  * The decay powers of one k/v head for t in [0, block]: pow[t] = lambda^t, cpow[t] = scale lambda^t,
  * wpow[t] = t lambda^t (the slope tangent's weights) and cwpow[t] = scale t lambda^t, from
- * exp(-slope t) in double. Only
- * non-negative powers; values below the smallest normal float are 0, so strong decay never meets
- * denormal arithmetic. Kept apart from the forward's table so each can change on its own.
+ * exp(-slope t) in double. Only non-negative powers; values below the smallest normal float are 0,
+ * so strong decay never meets denormal arithmetic. Kept apart from the forward's table so each can
+ * change on its own.
  */
 struct BackwardDecay {
   // rcpow[t] = cpow[block - t] for mask_lower, then zeros to t = 2 block; lcpow[t] = cpow[t - block]
