@@ -349,8 +349,9 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       const float* dO = rows_as_floats<P>(a.d_o, b, h, t0, m, w.d_o, ldo);
       if (need_ds) finite = finite && all_finite(m, dk, Q, ldq) && all_finite(m, dv, dO, ldo);
       // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not
-      // (nor dO W^T where c dO W^T does not: the slope gradient's second term).
-      if (!s_zero || (need_ds && !w_zero))
+      // (nor dO W^T where c dO W^T does not: the slope gradient's second term, whose W is nonzero
+      // only from the second block on, as S is).
+      if (!s_zero)
         for (int64_t i = 0; i < m; ++i)
           for (int64_t c = 0; c < dv; ++c) w.dos[i * dv + c] = cpw[i + 1] * dO[i * ldo + c];
       // P~ = c lambda^{i-j} dO V^T on and below the diagonal, zero above; masked after the slope
@@ -450,7 +451,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldr = w.ldr;
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar;
-  const auto tile = [&] { pf.tile_down(); };
+  const auto tile = [&] { pf.tile<true>(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
   const bool stash = stash_p_in_dk(a);  // pass 1 ran (for dQ) and left P~ in dK's rows
   // Streamed outputs are not prefetched, but for the stashes in their rows, which this pass reads; dV
@@ -477,7 +478,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
     // kBlocksAhead blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R
-    // tiles, each stream's lines in descending order (tile_down).
+    // tiles, each stream's lines in descending order (tile<true>).
     prefetch_block(pf, a, b, g, t0 - kBlocksAhead * a.block, !v_stashed, true, {dk_ahead, dv_ahead}, {},
                    group * ((stash ? 0 : triangle_tile_count<P>(false, m, ldp)) +
                             tile_count<P>(dk, m) + triangle_tile_count<P>(true, m, ldp) +

@@ -101,9 +101,9 @@ struct Prefetcher {
     for (int i = 0; i < count; ++i) lines += streams[i].lines * rows;
     per_tile = static_cast<int>(lines / (tiles > 0 ? tiles : 1) + 1);
   }
-  void tile() { step(per_tile); }
-  /** tile() for a loop that runs its blocks in reverse (step<true>). */
-  void tile_down() { step<true>(per_tile); }
+  /** The share of one register tile; `Down` as for step(). */
+  template <bool Down = false>
+  void tile() { step<Down>(per_tile); }
   /**
    * Asks for the next n lines, if any are left: a row's lines in one tight loop per call (a pointer
    * add, the prefetch, a compare), the stream's fields read once per row. The cursor lives in
@@ -124,13 +124,10 @@ struct Prefetcher {
     while (left > 0 && s_at < count) {
       const Stream& s = streams[s_at];
       const int64_t take = std::min(left, s.lines - s_line);
-      if constexpr (Down) {
-        const char* p = s.row + (rows - 1 - s_row) * s.stride + (s.lines - 1 - s_line) * 64;
-        for (int64_t l = 0; l < take; ++l) ask(p - 64 * l, s.write, into_l1);
-      } else {
-        const char* p = s.row + s_row * s.stride + s_line * 64;
-        for (int64_t l = 0; l < take; ++l) ask(p + 64 * l, s.write, into_l1);
-      }
+      constexpr int64_t next = Down ? -64 : 64;
+      const int64_t r = Down ? rows - 1 - s_row : s_row, first = Down ? s.lines - 1 - s_line : s_line;
+      const char* p = s.row + r * s.stride + first * 64;
+      for (int64_t l = 0; l < take; ++l) ask(p + next * l, s.write, into_l1);
       left -= take;
       if ((s_line += take) == s.lines) {
         s_line = 0;
