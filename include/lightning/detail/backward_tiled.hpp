@@ -581,12 +581,13 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (h + 1 == (g + 1) * group) store_dk();
       }
       // By column panels of R, one register tile wide: dV's columns, then R's same columns, which
-      // stay in L1 between the two (R is d_k x d_v, 64 KB at d = 128). On avx2 the panels are 16
-      // wide (6 x 16 tiles), not 24: the loop's working set (the decayed K rows, the scaled Q^T and
-      // R's panel) comes nearer Zen 4's 32 KB L1. tools/ab (n = 16384, one head, 300 pairs) gave the
-      // backward 0.9965x and 0.9946x its time, the unchanged forward 0.9998x and 1.0034x.
+      // stay in L1 between the two (R is d_k x d_v, 64 KB at d = 128). On avx2 the panels are as wide
+      // as its 6-row tiles, NR - W = 16, not 24: the loop's working set (the decayed K rows, the
+      // scaled Q^T and R's panel) comes nearer Zen 4's 32 KB L1. tools/ab (n = 16384, one head, 300
+      // pairs) gave the backward 0.9965x and 0.9946x its time, the unchanged forward 0.9998x and
+      // 1.0034x.
       for (int64_t c0 = 0, cols = 0; c0 < dv; c0 += cols) {
-        cols = P == Path::avx2 ? std::min<int64_t>(16, dv - c0) : col_tile<P>(dv - c0);
+        cols = P == Path::avx2 ? std::min<int64_t>(Ker::NR - Ker::W, dv - c0) : col_tile<P>(dv - c0);
         if (need_dv)  // dV = A~^T dO + (lambda^{m-1-j} K) R
           gemm_plus_triangle<P>(Part::upper_k, m, cols, inter ? dk : 0, w.kd.data(), dk, R + c0, ldr, Pt, ldp, dO + c0,
                                 ldo, dV + c0, lddv, beta, tile, stream_dv);
