@@ -504,6 +504,148 @@ TEST_P(Backward, SlopeGradientAtScaleZeroWithMagnitude1e15) {
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);
 
+/** Tokens [t0, t0 + len) of token-major [tokens, heads, d] memory (batch 1), the packed layout. */
+template <class X>
+View<X> packed(X* p, int64_t heads, int64_t t0, int64_t len, int64_t d) {
+  return View<X>(p + t0 * heads * d, 1, heads, len, d, len * heads * d, d, heads * d);
+}
+
+/**
+ * backward_varlen over sequences of `lengths` packed in token-major memory with 3 tokens after them,
+ * against backward() on each sequence alone (the same bits for dq, dk, dv and d_state_in; d_slopes
+ * the sum of theirs) and, for fp32, against the double reference of each sequence; the tokens
+ * after the last sequence keep their values.
+ */
+template <class T>
+void expect_varlen_equals_each_sequence(Path path, int64_t H, int64_t G, int64_t dk, int64_t dv,
+                                        const std::vector<int64_t>& lengths, int64_t block, int threads = 1,
+                                        bool states = true) {
+  std::vector<int64_t> offsets = {0};
+  for (int64_t len : lengths) offsets.push_back(offsets.back() + len);
+  const int64_t S = static_cast<int64_t>(lengths.size()), N = offsets.back() + 3, st = G * dk * dv;
+  const auto q = to_storage<T>(randn(N * H * dk, 0.5f, 81)), k = to_storage<T>(randn(N * G * dk, 0.5f, 82));
+  const auto v = to_storage<T>(randn(N * G * dv, 1.0f, 83)), d_o = to_storage<T>(randn(N * H * dv, 1.0f, 84));
+  const auto s0 = randn(S * st, 0.3f, 85), ds1 = randn(S * st, 0.3f, 86);
+  const T sentinel = detail::from_float<T>(-7.0f);
+  std::vector<T> dq(q.size(), sentinel), dk_(k.size(), sentinel), dv_(v.size(), sentinel);
+  std::vector<T> dq1(dq), dk1(dk_), dv1(dv_);
+  std::vector<float> ds0(s0.size(), -7.0f), ds01(ds0), dsl(G, -7.0f);
+  std::vector<double> dsl_sum(G, 0.0), dsl_ref(G, 0.0);
+  Options opt;
+  opt.slopes = kSlopes;
+  opt.block_size = block;
+  opt.path = path;
+  const auto state = [&](const std::vector<float>& x, int64_t rows, int64_t i) {
+    return states ? state_view(x.data() + i * st, rows, G, dk, dv) : View<const float>();
+  };
+  opt.threads = threads;
+  backward_varlen(packed(q.data(), H, 0, N, dk), packed(k.data(), G, 0, N, dk), packed(v.data(), G, 0, N, dv),
+                  packed(d_o.data(), H, 0, N, dv), packed(dq.data(), H, 0, N, dk), packed(dk_.data(), G, 0, N, dk),
+                  packed(dv_.data(), G, 0, N, dv), offsets.data(), S, opt, state(s0, S, 0), state(ds1, S, 0),
+                  state_view(ds0.data(), S, G, dk, dv), dsl.data());
+  opt.threads = 1;
+  const std::vector<float> qf = to_floats(q), kf = to_floats(k), vf = to_floats(v), dof = to_floats(d_o);
+  double worst = 0;
+  for (int64_t i = 0; i < S; ++i) {
+    const int64_t t0 = offsets[i], len = lengths[i];
+    std::vector<float> dsl1(G);
+    backward(packed(q.data(), H, t0, len, dk), packed(k.data(), G, t0, len, dk), packed(v.data(), G, t0, len, dv),
+             packed(d_o.data(), H, t0, len, dv), packed(dq1.data(), H, t0, len, dk),
+             packed(dk1.data(), G, t0, len, dk), packed(dv1.data(), G, t0, len, dv), opt, state(s0, 1, i),
+             state(ds1, 1, i), state_view(ds01.data() + i * st, 1, G, dk, dv), dsl1.data());
+    for (int64_t g = 0; g < G; ++g) dsl_sum[g] += dsl1[g];
+    const auto ref = reference::backward_quadratic(
+        packed(qf.data(), H, t0, len, dk), packed(kf.data(), G, t0, len, dk), packed(vf.data(), G, t0, len, dv),
+        packed(dof.data(), H, t0, len, dv), kSlopes, 1.0, state(s0, 1, i), state(ds1, 1, i));
+    for (int64_t g = 0; g < G; ++g) dsl_ref[g] += ref.d_slopes[g];
+    if constexpr (std::is_same_v<T, float>) {
+      if (len == 0) continue;
+      const auto got = [&](std::vector<float>& x, int64_t heads, int64_t d) {
+        return contiguous(packed(x.data(), heads, t0, len, d));
+      };
+      worst = std::max({worst, rel_rms(got(dq, H, dk), ref.dq), rel_rms(got(dk_, G, dk), ref.dk),
+                        rel_rms(got(dv_, G, dv), ref.dv)});
+    }
+  }
+  const std::string what = std::string(path_name(path)) + " block " + std::to_string(block);
+  EXPECT_LE(worst, kFp32Tolerance) << what;
+  EXPECT_EQ(to_floats(dq), to_floats(dq1)) << what;  // tokens after the last sequence: -7 in both
+  EXPECT_EQ(to_floats(dk_), to_floats(dk1)) << what;
+  EXPECT_EQ(to_floats(dv_), to_floats(dv1)) << what;
+  EXPECT_EQ(ds0, ds01) << what;
+  EXPECT_LE(rel_rms(dsl, dsl_sum), 1e-6) << what;  // one rounding of the sum against one per sequence
+  EXPECT_LE(rel_rms(dsl, dsl_ref), kFp32Tolerance) << what;
+}
+
+class BackwardVarlen : public ::testing::TestWithParam<Path> {};
+
+TEST_P(BackwardVarlen, EqualsEachSequenceAlone) {
+  // Lengths 0 and 1, around the blocks, at both ends of the batch.
+  const std::vector<int64_t> lengths = {0, 1, 15, 16, 17, 0, 33, 1, 100, 2, 0};
+  for (int64_t block : {16, 0}) expect_varlen_equals_each_sequence<float>(GetParam(), 3, 3, 16, 8, lengths, block);
+}
+
+TEST_P(BackwardVarlen, GroupedHeadsOddDimsStatesAbsentAndThreads) {
+  expect_varlen_equals_each_sequence<float>(GetParam(), 6, 2, 5, 7, {7, 0, 40, 1, 19}, 8);
+  expect_varlen_equals_each_sequence<float>(GetParam(), 4, 1, 16, 16, {64, 65, 1, 0, 3}, 32, 0);
+  expect_varlen_equals_each_sequence<float>(GetParam(), 2, 2, 8, 8, {0, 30, 1, 9}, 8, 1, /*states=*/false);
+}
+
+TEST_P(BackwardVarlen, HalfStorage) {
+  expect_varlen_equals_each_sequence<bf16>(GetParam(), 4, 2, 16, 24, {5, 0, 53, 17}, 16);
+  expect_varlen_equals_each_sequence<fp16>(GetParam(), 3, 3, 9, 7, {40, 1, 0, 12}, 0);
+}
+
+TEST_P(BackwardVarlen, NoSequences) {
+  const std::vector<float> x(12, 1.0f);
+  std::vector<float> dq(12, -7.0f);
+  float dsl = -7.0f;
+  const int64_t offsets[] = {0};
+  const auto view = [](auto* p) { return packed(p, 1, 0, 3, 4); };
+  Options opt;
+  opt.path = GetParam();
+  backward_varlen(view(x.data()), view(x.data()), view(x.data()), view(x.data()), view(dq.data()), View<float>(),
+                  View<float>(), offsets, 0, opt, {}, {}, {}, &dsl);
+  for (float e : dq) EXPECT_EQ(e, -7.0f);
+  EXPECT_EQ(dsl, 0.0f);  // a sum over no sequences
+}
+
+LIGHTNING_INSTANTIATE_FOR_PATHS(BackwardVarlen);
+
+TEST(BackwardVarlenErrors, BadOffsetsAndShapesWriteNothing) {
+  const int64_t H = 2, N = 10, D = 4;
+  const std::vector<float> x = randn(N * H * D, 1, 1);
+  std::vector<float> dq(x.size(), -7.0f), ds(3 * H * D * D, -7.0f);
+  const auto in = packed(x.data(), H, 0, N, D);
+  const auto out = packed(dq.data(), H, 0, N, D);
+  const auto run = [&](const int64_t* offsets, int64_t num) {
+    return [&, offsets, num] {
+      backward_varlen(in, in, in, in, out, View<float>(), View<float>(), offsets, num, {}, {}, {},
+                      state_view(ds.data(), num, H, D, D));
+    };
+  };
+  const int64_t decreasing[] = {0, 6, 4, 10}, past[] = {0, 4, 11}, start[] = {1, 4, 10}, fine[] = {0, 4, 10};
+  expect_invalid_argument(run(decreasing, 3), {"lightning::backward_varlen", "offsets[1] = 6 > offsets[2] = 4"});
+  expect_invalid_argument(run(past, 2), {"offsets[2] = 11", "past the token axis of 10"});
+  expect_invalid_argument(run(start, 2), {"offsets[0] must be 0, got 1"});
+  expect_invalid_argument(run(nullptr, 2), {"offsets is null"});
+  expect_invalid_argument(run(fine, -1), {"num_seqs must be >= 0, got -1"});
+  expect_invalid_argument(
+      [&] {
+        backward_varlen(in, in, in, in, out, View<float>(), View<float>(), fine, 2, {}, {}, {},
+                        state_view(ds.data(), 3, H, D, D));
+      },
+      {"d_state_in", "batch=3", "batch=2"});
+  std::vector<float> x2(2 * x.size());
+  const auto two = bhnd<const float>(x2.data(), 2, H, N, D);
+  std::vector<float> dq2(x2.size(), -7.0f);
+  expect_invalid_argument([&] { backward_varlen(two, two, two, two, bhnd(dq2.data(), 2, H, N, D), {}, {}, fine, 2); },
+                          {"q.batch = 1, got 2"});
+  for (float e : dq) EXPECT_EQ(e, -7.0f);
+  for (float e : dq2) EXPECT_EQ(e, -7.0f);
+  for (float e : ds) EXPECT_EQ(e, -7.0f);
+}
+
 // The reference gradients against central differences of L = sum do . o + <dS_out, S_out>, evaluated
 // in double by the forward reference. L is linear in each single element of q, k, v and S_in, so their
 // differences are exact up to rounding; the slopes' are O(eps^2).

@@ -16,12 +16,15 @@ namespace lightning {
 
 namespace detail {
 
-/** The argument checks of backward() (and of mpi::backward), all before anything is written. */
+/**
+ * The argument checks of backward() (and of mpi::backward and backward_varlen), all before anything
+ * is written; the states have `state_rows` entries (-1: q.batch; backward_varlen: one per sequence).
+ */
 template <class T>
 void check_backward(const char* where, const View<const T>& q, const View<const T>& k, const View<const T>& v,
                     const View<const T>& d_o, const View<T>& dq, const View<T>& dk, const View<T>& dv,
                     const Options& options, const View<const float>& state_in, const View<const float>& d_state_out,
-                    const View<float>& d_state_in, const float* d_slopes) {
+                    const View<float>& d_state_in, const float* d_slopes, int64_t state_rows = -1) {
   std::vector<std::pair<const char*, Span>> inputs = {
       {"q", checked_span(where, "q", q)},
       {"k", checked_span(where, "k", k)},
@@ -33,11 +36,12 @@ void check_backward(const char* where, const View<const T>& q, const View<const 
   if (k.heads < 1 || q.heads % k.heads != 0)
     fail(where, "q.heads (", q.heads, ") must be a multiple of k.heads (", k.heads, ")");
   const int64_t B = q.batch, H = q.heads, G = k.heads, n = q.seq, d_k = q.dim, d_v = v.dim;
+  const int64_t S = state_rows < 0 ? B : state_rows;
   require_shape(where, "k", k, B, G, n, d_k);
   require_shape(where, "v", v, B, G, n, d_v);
   require_shape(where, "d_o", d_o, B, H, n, d_v);
-  if (!state_in.absent()) require_shape(where, "state_in", state_in, B, G, d_k, d_v);
-  if (!d_state_out.absent()) require_shape(where, "d_state_out", d_state_out, B, G, d_k, d_v);
+  if (!state_in.absent()) require_shape(where, "state_in", state_in, S, G, d_k, d_v);
+  if (!d_state_out.absent()) require_shape(where, "d_state_out", d_state_out, S, G, d_k, d_v);
   check_options(where, options, G);
   if (options.slopes) {
     const auto lo = reinterpret_cast<uintptr_t>(options.slopes);
@@ -46,17 +50,17 @@ void check_backward(const char* where, const View<const T>& q, const View<const 
 
   // Outputs: shapes, no element written twice, and none overlapping an input or another output.
   std::vector<std::pair<const char*, Span>> outputs;
-  const auto add_output = [&](const char* name, const auto& x, int64_t heads, int64_t seq, int64_t dim) {
+  const auto add_output = [&](const char* name, const auto& x, int64_t rows, int64_t heads, int64_t seq, int64_t dim) {
     const Span s = checked_span(where, name, x);
     if (x.absent()) return;
-    require_shape(where, name, x, B, heads, seq, dim);
+    require_shape(where, name, x, rows, heads, seq, dim);
     check_no_self_overlap(where, name, x);
     outputs.push_back({name, s});
   };
-  add_output("dq", dq, H, n, d_k);
-  add_output("dk", dk, G, n, d_k);
-  add_output("dv", dv, G, n, d_v);
-  add_output("d_state_in", d_state_in, G, d_k, d_v);
+  add_output("dq", dq, B, H, n, d_k);
+  add_output("dk", dk, B, G, n, d_k);
+  add_output("dv", dv, B, G, n, d_v);
+  add_output("d_state_in", d_state_in, S, G, d_k, d_v);
   if (d_slopes) {
     const auto lo = reinterpret_cast<uintptr_t>(d_slopes);
     outputs.push_back({"d_slopes", {lo, lo + static_cast<uintptr_t>(G) * sizeof(float)}});
@@ -75,6 +79,25 @@ void check_backward(const char* where, const View<const T>& q, const View<const 
       check_disjoint(where, outputs[i].first, outputs[i].second, outputs[j].first, outputs[j].second);
   }
 
+}
+
+/**
+ * backward() and backward_varlen() after their checks: `a` without its block and slope partial
+ * sums, which are set here; `rows` batch entries, or with `offsets` sequences (backward_all).
+ */
+template <class T>
+void run_backward(BackwardArgs<T> a, const Options& options, float* d_slopes, const int64_t* offsets, int64_t rows) {
+  const int64_t G = a.k.heads;
+  a.block = options.block_size ? options.block_size : default_backward_block_size(a.q.dim, a.v.dim, options.path);
+  std::vector<double> slope_parts(d_slopes ? static_cast<size_t>(rows * G) : 0);
+  a.d_slopes = d_slopes ? slope_parts.data() : nullptr;
+  with_path(options.path, [&](auto path) { backward_all<decltype(path)::value>(a, options.threads, offsets, rows); });
+  if (d_slopes)  // summed over the rows in a fixed order, so any thread count gives the same bits
+    for (int64_t g = 0; g < G; ++g) {
+      double sum = 0;
+      for (int64_t r = 0; r < rows; ++r) sum += slope_parts[static_cast<size_t>(r * G + g)];
+      d_slopes[g] = static_cast<float>(sum);
+    }
 }
 
 }  // namespace detail
@@ -116,18 +139,9 @@ void backward(View<const T> q, View<const T> k, View<const T> v, View<const T> d
     if (d_slopes) std::fill_n(d_slopes, G, 0.0f);
     return;
   }
-  const int64_t block = options.block_size ? options.block_size : detail::default_backward_block_size(d_k, d_v, options.path);
-  std::vector<double> slope_parts(d_slopes ? static_cast<size_t>(B * G) : 0);
-  const detail::BackwardArgs<T> args{q,           k,          v,  d_o,      dq, dk, dv, state_in, d_state_out,
-                                     d_state_in,  d_slopes ? slope_parts.data() : nullptr,
-                                     options.slopes, options.scale, block};
-  detail::with_path(options.path, [&](auto path) { detail::backward_all<decltype(path)::value>(args, options.threads); });
-  if (d_slopes)  // summed over the batch in a fixed order, so any thread count gives the same bits
-    for (int64_t g = 0; g < G; ++g) {
-      double sum = 0;
-      for (int64_t b = 0; b < B; ++b) sum += slope_parts[static_cast<size_t>(b * G + g)];
-      d_slopes[g] = static_cast<float>(sum);
-    }
+  detail::run_backward<T>({q, k, v, d_o, dq, dk, dv, state_in, d_state_out, d_state_in, nullptr, options.slopes,
+                           options.scale, 0},
+                          options, d_slopes, nullptr, B);
 }
 
 /** backward() for mutable inputs (so callers need not spell out View<const T>). */

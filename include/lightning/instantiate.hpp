@@ -30,7 +30,7 @@
   prefix template void lightning::detail::decode_all<lightning::Path::P, T>(                                        \
       const lightning::detail::DecodeArgs<T>&, int);                                                                \
   prefix template void lightning::detail::backward_all<lightning::Path::P, T>(                                      \
-      const lightning::detail::BackwardArgs<T>&, int);                                                              \
+      const lightning::detail::BackwardArgs<T>&, int, const int64_t*, int64_t);                                     \
   prefix template void lightning::detail::forward_varlen_all<lightning::Path::P, T>(                                \
       const lightning::detail::ForwardArgs<T>&, const int64_t*, int64_t, int);                                      \
   prefix template void lightning::detail::forward_split<lightning::Path::P, T>(                                     \

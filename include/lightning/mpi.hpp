@@ -226,13 +226,6 @@ inline int64_t checked_scan_bytes(const char* where, int64_t B, int64_t G, int64
   return bytes;
 }
 
-/** Tokens [t0, t0 + len) of x. */
-template <class T>
-View<T> token_range(const View<T>& x, int64_t t0, int64_t len) {
-  return View<T>(x.data + t0 * x.seq_stride, x.batch, x.heads, len, x.dim, x.batch_stride, x.head_stride,
-                 x.seq_stride);
-}
-
 inline void copy_states(const View<const float>& from, const View<float>& to) {
   for (int64_t b = 0; b < to.batch; ++b)
     for (int64_t g = 0; g < to.heads; ++g)
@@ -442,7 +435,7 @@ void backward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, 
     const detail::BackwardArgs<T> local{q, k, v, d_o, {}, {}, {}, {}, rank == last ? d_state_out : View<const float>(),
                                         state_view(adj.states(), B, G, d_k, d_v), nullptr, options.slopes,
                                         options.scale, block};
-    detail::backward_all<P>(local, options.threads);
+    detail::backward_all<P>(local, options.threads, nullptr, 0);
     // The same operator in reverse rank order: rank r receives the gradient of the state after its piece.
     MPI_Comm reversed = MPI_COMM_NULL;
     MPI_Comm_split(comm, 0, last - rank, &reversed);

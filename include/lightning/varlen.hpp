@@ -1,10 +1,11 @@
-// The variable-length forward: sequences of different lengths packed along one token axis.
+// The variable-length forward and backward: sequences of different lengths packed along one token axis.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "lightning/attention.hpp"
+#include "lightning/backward.hpp"
 
 namespace lightning {
 
@@ -73,6 +74,45 @@ void forward_varlen(View<T> q, View<T> k, View<T> v, View<T> o, const int64_t* o
                     const Options& options = {}, View<const float> state_in = {}, View<float> state_out = {}) {
   forward_varlen<T>(View<const T>(q), View<const T>(k), View<const T>(v), o, offsets, num_seqs, options, state_in,
                     state_out);
+}
+
+/**
+ * The gradients of forward_varlen (backward() on each packed sequence alone).
+ *
+ * q [1, H, tokens, d_k], k [1, G, tokens, d_k], v [1, G, tokens, d_v], d_o [1, H, tokens, d_v] and
+ * the optional outputs dq, dk, dv of the same shapes hold the sequences one after another on the
+ * token axis, as for forward_varlen (offsets, num_seqs: the cu_seqlens convention). state_in,
+ * d_state_out and d_state_in are optional fp32 [num_seqs, G, d_k, d_v], entry i sequence i's; as
+ * in backward(), d_state_in may be the very same view as d_state_out. Each sequence's dq, dk, dv
+ * and d_state_in are those backward() gives it alone, bit for bit; d_slopes (G floats, optional) is
+ * the slope gradient summed over the sequences. Tokens from offsets[num_seqs] on are neither read
+ * nor written. Throws lightning::invalid_argument, before writing anything, for bad offsets and
+ * for what backward() rejects.
+ */
+template <class T>
+void backward_varlen(View<const T> q, View<const T> k, View<const T> v, View<const T> d_o, View<T> dq, View<T> dk,
+                     View<T> dv, const int64_t* offsets, int64_t num_seqs, const Options& options = {},
+                     View<const float> state_in = {}, View<const float> d_state_out = {},
+                     View<float> d_state_in = {}, float* d_slopes = nullptr) {
+  constexpr const char* where = "lightning::backward_varlen";
+  if (num_seqs < 0) detail::fail(where, "num_seqs must be >= 0, got ", num_seqs);
+  detail::check_backward(where, q, k, v, d_o, dq, dk, dv, options, state_in, d_state_out, d_state_in, d_slopes,
+                         num_seqs);
+  if (q.batch != 1) detail::fail(where, "packed sequences take q.batch = 1, got ", q.batch);
+  detail::check_offsets(where, offsets, num_seqs, q.seq);
+  detail::run_backward<T>({q, k, v, d_o, dq, dk, dv, state_in, d_state_out, d_state_in, nullptr, options.slopes,
+                           options.scale, 0},
+                          options, d_slopes, offsets, num_seqs);
+}
+
+/** backward_varlen() for mutable inputs. */
+template <class T>
+void backward_varlen(View<T> q, View<T> k, View<T> v, View<T> d_o, View<T> dq, View<T> dk, View<T> dv,
+                     const int64_t* offsets, int64_t num_seqs, const Options& options = {},
+                     View<const float> state_in = {}, View<const float> d_state_out = {},
+                     View<float> d_state_in = {}, float* d_slopes = nullptr) {
+  backward_varlen<T>(View<const T>(q), View<const T>(k), View<const T>(v), View<const T>(d_o), dq, dk, dv, offsets,
+                     num_seqs, options, state_in, d_state_out, d_state_in, d_slopes);
 }
 
 }  // namespace lightning

@@ -622,10 +622,35 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     }
 }
 
-/** Both passes for every (batch, k/v head) pair, spread over `threads` workers. */
+/** Tokens [t0, t0 + len) of x, every batch entry; an absent view stays absent. */
+template <class T>
+View<T> token_range(const View<T>& x, int64_t t0, int64_t len) {
+  if (x.absent()) return x;
+  View<T> r = x;
+  r.data = x.row(0, 0, t0);
+  r.seq = len;
+  return r;
+}
+
+/** Entry s of the states x [S, G, d_k, d_v] as a view [1, G, d_k, d_v]; an absent view stays absent. */
+template <class T>
+View<T> state_entry(const View<T>& x, int64_t s) {
+  if (x.absent()) return x;
+  View<T> r = x;
+  r.data = x.row(s, 0, 0);
+  r.batch = 1;
+  return r;
+}
+
+/**
+ * Both passes for every item, spread over `threads` workers. An item is a (batch, k/v head) pair;
+ * with `offsets` (cu_seqlens, batch 1) it is a (sequence, k/v head) pair, sequence s the tokens
+ * [offsets[s], offsets[s + 1]) with its states and slope partial sums at entry s, run as a call of
+ * its own on those tokens would run it.
+ */
 template <Path P, class T>
-void backward_all(const BackwardArgs<T>& a, int threads) {
-  const int64_t items = a.q.batch * a.k.heads;
+void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets, int64_t num_seqs) {
+  const int64_t items = (offsets ? num_seqs : a.q.batch) * a.k.heads;
   const bool pass1 = !a.dq.absent() || a.d_slopes;
   const bool pass2 = !a.dk.absent() || !a.dv.absent() || !a.d_state_in.absent();
   const int workers = worker_count(threads, items);
@@ -634,10 +659,20 @@ void backward_all(const BackwardArgs<T>& a, int threads) {
       kernels::PairTiles<P>::value);
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t b = item / a.k.heads, g = item % a.k.heads;
+    BackwardArgs<T> piece = a;
+    if (offsets) {
+      const int64_t t0 = offsets[b], len = offsets[b + 1] - t0;
+      for (View<const T>* x : {&piece.q, &piece.k, &piece.v, &piece.d_o}) *x = token_range(*x, t0, len);
+      for (View<T>* x : {&piece.dq, &piece.dk, &piece.dv}) *x = token_range(*x, t0, len);
+      for (View<const float>* x : {&piece.state_in, &piece.d_state_out}) *x = state_entry(*x, b);
+      piece.d_state_in = state_entry(piece.d_state_in, b);
+      if (piece.d_slopes) piece.d_slopes += b * a.k.heads;
+    }
+    const int64_t pb = offsets ? 0 : b;
     BackwardWorkspace& w = ws[static_cast<size_t>(worker)];
     w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, a.block);
-    if (pass1) backward_forward_pass<P>(a, b, g, w);
-    if (pass2) backward_reverse_pass<P>(a, b, g, w);
+    if (pass1) backward_forward_pass<P>(piece, pb, g, w);
+    if (pass2) backward_reverse_pass<P>(piece, pb, g, w);
   });
 }
 
