@@ -613,6 +613,76 @@ void fuzz_backward(Bytes& in) { backward_as<float>(in); }
 void fuzz_backward_bf16(Bytes& in) { backward_as<lightning::bf16>(in); }
 void fuzz_backward_fp16(Bytes& in) { backward_as<lightning::fp16>(in); }
 
+/**
+ * backward_varlen over a packed call forward_varlen accepted (q, k, v, offsets, options, state_in),
+ * from a random d_o and, as the input says, d_state_out and d_slopes: its dq, dk, dv and d_state_in
+ * must have the bits of backward() on each sequence alone (and tokens from offsets[num_seqs] on
+ * keep theirs), its d_slopes the sum of theirs up to rounding.
+ */
+void backward_varlen_check(Bytes& in, std::mt19937& rng, const View<float>& q, const View<float>& k,
+                           const View<float>& v, const std::vector<int64_t>& offsets, int64_t num_seqs,
+                           const Options& opt, const View<const float>& state_in) {
+  const int64_t N = q.seq, H = q.heads, G = k.heads, dk = q.dim, dv = v.dim, st = G * dk * dv;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const auto random = [&](int64_t count) {
+    std::vector<float> x(static_cast<size_t>(count));
+    for (float& e : x) e = normal(rng);
+    return x;
+  };
+  const std::vector<float> d_o = random(N * H * dv);
+  const bool with_ds_out = in.u8() % 2 == 1, with_slopes = G <= 64 && in.u8() % 2 == 1;
+  const std::vector<float> ds_out = random(num_seqs * st);
+  const auto packed = [&](auto* p, int64_t heads, int64_t t0, int64_t len, int64_t d) {
+    using X = std::remove_pointer_t<decltype(p)>;
+    return View<X>(p + t0 * heads * d, 1, heads, len, d, len * heads * d, d, heads * d);
+  };
+  std::vector<float> dq(static_cast<size_t>(N * H * dk), 7.0f), dkk(static_cast<size_t>(N * G * dk), 7.0f),
+      dvv(static_cast<size_t>(N * G * dv), 7.0f), ds_in(static_cast<size_t>(num_seqs * st), 7.0f);
+  std::vector<float> dq1 = dq, dk1 = dkk, dv1 = dvv, ds_in1 = ds_in, slopes(static_cast<size_t>(G), 7.0f);
+  const View<const float> dso = with_ds_out ? lightning::state_view(ds_out.data(), num_seqs, G, dk, dv) : View<const float>();
+  try {
+    lightning::backward_varlen<float>(q, k, v, packed(d_o.data(), H, 0, N, dv), packed(dq.data(), H, 0, N, dk),
+                                      packed(dkk.data(), G, 0, N, dk), packed(dvv.data(), G, 0, N, dv), offsets.data(),
+                                      num_seqs, opt, state_in, dso, lightning::state_view(ds_in.data(), num_seqs, G, dk, dv),
+                                      with_slopes ? slopes.data() : nullptr);
+  } catch (const lightning::invalid_argument& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    bug("backward_varlen rejected what forward_varlen accepted");
+  }
+  std::vector<double> slope_sum(static_cast<size_t>(G), 0.0), slope_abs(static_cast<size_t>(G), 0.0);
+  std::vector<char> slope_nan(static_cast<size_t>(G), 0), slope_inf(static_cast<size_t>(G), 0);
+  for (int64_t s = 0; s < num_seqs; ++s) {
+    const int64_t t0 = offsets[s], len = offsets[s + 1] - t0;
+    const auto part = [&](const View<float>& x) {
+      return View<const float>(len ? x.row(0, 0, t0) : x.data, 1, x.heads, len, x.dim, 0, x.head_stride, x.seq_stride);
+    };
+    const auto entry = [&](const View<const float>& x) {
+      return x.absent() ? x : View<const float>(x.row(s, 0, 0), 1, x.heads, x.seq, x.dim, 0, x.head_stride, x.seq_stride);
+    };
+    std::vector<float> one(static_cast<size_t>(G));
+    lightning::backward<float>(part(q), part(k), part(v), packed(d_o.data(), H, t0, len, dv),
+                               packed(dq1.data(), H, t0, len, dk), packed(dk1.data(), G, t0, len, dk),
+                               packed(dv1.data(), G, t0, len, dv), opt, entry(state_in), entry(dso),
+                               lightning::state_view(ds_in1.data() + s * st, 1, G, dk, dv), with_slopes ? one.data() : nullptr);
+    for (int64_t g = 0; g < G; ++g) {
+      slope_sum[g] += one[g], slope_abs[g] += std::abs(static_cast<double>(one[g]));
+      slope_nan[g] |= std::isnan(one[g]), slope_inf[g] |= std::isinf(one[g]);
+    }
+  }
+  if (!same_bits(dq, dq1) || !same_bits(dkk, dk1) || !same_bits(dvv, dv1) || !same_bits(ds_in, ds_in1))
+    bug("backward_varlen differs from backward() on each sequence alone");
+  if (with_slopes)
+    for (int64_t g = 0; g < G; ++g) {
+      // A sequence's NaN stays NaN in the sum; with an Inf (a partial sum past FLT_MAX) or a sum past
+      // FLT_MAX the sequences' floats and the double partial sums may part, so only finite sums compare.
+      const double want = slope_sum[g], got = slopes[g];
+      if (slope_nan[g] && !std::isnan(got)) bug("backward_varlen's d_slopes lost a sequence's NaN");
+      if (!slope_nan[g] && !slope_inf[g] && std::abs(want) <= FLT_MAX &&
+          !(std::abs(got - want) <= 1e-6 * slope_abs[g] + 1e-30))
+        bug("backward_varlen's d_slopes is not the sum of the sequences'");
+    }
+}
+
 void fuzz_varlen(Bytes& in) {
   std::mt19937 rng(static_cast<uint32_t>(in.u64()));
   const auto specials = specials_from(in);
@@ -709,6 +779,13 @@ void fuzz_varlen(Bytes& in) {
             check_value(sout_view.row(s, g, i)[j], ref.state[at], ref_abs.state[at], flushed.state);
           }
   }
+  // One more byte, 0 past the input's end (so the corpus before it runs as it did): when odd,
+  // backward_varlen on the same packed call, checked against backward() on each sequence alone.
+  // Not at blocks past 256: the backward's workspace holds block x block matrices, made once per
+  // call, num_seqs + 1 calls here (a block of 4096 took 15-23 s); entry 2 runs such blocks.
+  const bool backward_too = in.u8() % 2 == 1;
+  if (backward_too && c.opt.block_size <= 256)
+    backward_varlen_check(in, rng, q.view, k.view, v.view, offsets, num_seqs, c.opt, sin_view);
 }
 
 // One function per public entry point; the first input byte picks it.
