@@ -779,7 +779,7 @@ void fuzz_varlen(Bytes& in) {
             check_value(sout_view.row(s, g, i)[j], ref.state[at], ref_abs.state[at], flushed.state);
           }
   }
-  // One more byte, 0 past the input's end (so the corpus before it runs as it did): when odd,
+  // One more byte (0 past the input's end, where most of the corpus ends): when odd,
   // backward_varlen on the same packed call, checked against backward() on each sequence alone.
   // Not at blocks past 256: the backward's workspace holds block x block matrices, made once per
   // call, num_seqs + 1 calls here (a block of 4096 took 15-23 s); entry 2 runs such blocks.
