@@ -35,6 +35,7 @@
 #include "lightning/detail/parallel.hpp"
 #include "lightning/detail/prefetch.hpp"
 #include "lightning/detail/stream.hpp"
+#include "lightning/detail/tiled.hpp"
 #include "lightning/kernels/avx2.hpp"
 #include "lightning/kernels/avx512.hpp"
 #include "lightning/kernels/scalar.hpp"
@@ -654,8 +655,11 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
   const bool pass1 = !a.dq.absent() || a.d_slopes;
   const bool pass2 = !a.dk.absent() || !a.dv.absent() || !a.d_state_in.absent();
   const int workers = worker_count(threads, items);
+  int64_t longest = offsets ? 0 : a.q.seq;
+  for (int64_t s = 0; offsets && s < num_seqs; ++s) longest = std::max(longest, offsets[s + 1] - offsets[s]);
+  const int64_t wb = workspace_block(a.block, longest);
   std::vector<BackwardWorkspace> ws = workspaces<BackwardWorkspace>(
-      workers, a.block, block_stride<P>(a.block), a.q.dim, a.v.dim, !std::is_same_v<T, float>, a.d_slopes != nullptr,
+      workers, wb, block_stride<P>(wb), a.q.dim, a.v.dim, !std::is_same_v<T, float>, a.d_slopes != nullptr,
       kernels::PairTiles<P>::value);
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t b = item / a.k.heads, g = item % a.k.heads;
