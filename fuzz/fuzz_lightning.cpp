@@ -781,11 +781,7 @@ void fuzz_varlen(Bytes& in) {
   }
   // One more byte (0 past the input's end, where most of the corpus ends): when odd,
   // backward_varlen on the same packed call, checked against backward() on each sequence alone.
-  // Not at blocks past 256: the backward's workspace holds block x block matrices, made once per
-  // call, num_seqs + 1 calls here (a block of 4096 took 15-23 s); entry 2 runs such blocks.
-  const bool backward_too = in.u8() % 2 == 1;
-  if (backward_too && c.opt.block_size <= 256)
-    backward_varlen_check(in, rng, q.view, k.view, v.view, offsets, num_seqs, c.opt, sin_view);
+  if (in.u8() % 2 == 1) backward_varlen_check(in, rng, q.view, k.view, v.view, offsets, num_seqs, c.opt, sin_view);
 }
 
 // One function per public entry point; the first input byte picks it.
