@@ -1,7 +1,6 @@
 // The variable-length forward and backward: sequences of different lengths packed along one token axis.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -29,9 +28,7 @@ template <Path P, class T>
 void forward_varlen_all(const ForwardArgs<T>& a, const int64_t* offsets, int64_t num_seqs, int threads) {
   const int64_t items = num_seqs * a.k.heads;
   const int workers = worker_count(threads, items);
-  int64_t longest = 0;
-  for (int64_t s = 0; s < num_seqs; ++s) longest = std::max(longest, offsets[s + 1] - offsets[s]);
-  const int64_t wb = workspace_block(a.block, longest);
+  const int64_t wb = workspace_block(a.block, longest_sequence(offsets, num_seqs));
   std::vector<Workspace> ws = workspaces<Workspace>(workers, wb, block_stride<P>(wb), a.q.dim, a.v.dim);
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t s = item / a.k.heads;

@@ -655,9 +655,7 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
   const bool pass1 = !a.dq.absent() || a.d_slopes;
   const bool pass2 = !a.dk.absent() || !a.dv.absent() || !a.d_state_in.absent();
   const int workers = worker_count(threads, items);
-  int64_t longest = offsets ? 0 : a.q.seq;
-  for (int64_t s = 0; offsets && s < num_seqs; ++s) longest = std::max(longest, offsets[s + 1] - offsets[s]);
-  const int64_t wb = workspace_block(a.block, longest);
+  const int64_t wb = workspace_block(a.block, offsets ? longest_sequence(offsets, num_seqs) : a.q.seq);
   std::vector<BackwardWorkspace> ws = workspaces<BackwardWorkspace>(
       workers, wb, block_stride<P>(wb), a.q.dim, a.v.dim, !std::is_same_v<T, float>, a.d_slopes != nullptr,
       kernels::PairTiles<P>::value);

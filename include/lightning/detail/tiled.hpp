@@ -100,6 +100,13 @@ inline int64_t block_stride(int64_t block) {
  */
 inline int64_t workspace_block(int64_t block, int64_t longest) { return std::max<int64_t>(1, std::min(block, longest)); }
 
+/** The longest of the packed sequences [offsets[s], offsets[s + 1]), s < num_seqs (0 for none). */
+inline int64_t longest_sequence(const int64_t* offsets, int64_t num_seqs) {
+  int64_t longest = 0;
+  for (int64_t s = 0; s < num_seqs; ++s) longest = std::max(longest, offsets[s + 1] - offsets[s]);
+  return longest;
+}
+
 /** One worker's scratch, sized once per call: nothing here grows with the sequence length. */
 struct Workspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the block x block and d_k x block buffers
