@@ -613,6 +613,16 @@ void fuzz_backward(Bytes& in) { backward_as<float>(in); }
 void fuzz_backward_bf16(Bytes& in) { backward_as<lightning::bf16>(in); }
 void fuzz_backward_fp16(Bytes& in) { backward_as<lightning::fp16>(in); }
 
+/** Tokens [t0, t0 + len) of a packed view x (batch 1) as a view of their own, as a call on them alone gets it. */
+View<const float> sequence_of(const View<const float>& x, int64_t t0, int64_t len) {
+  return View<const float>(len ? x.row(0, 0, t0) : x.data, 1, x.heads, len, x.dim, 0, x.head_stride, x.seq_stride);
+}
+
+/** Entry s of the states x [S, G, d_k, d_v] as a view [1, G, d_k, d_v]; absent stays absent. */
+View<const float> state_of(const View<const float>& x, int64_t s) {
+  return x.absent() ? x : View<const float>(x.row(s, 0, 0), 1, x.heads, x.seq, x.dim, 0, x.head_stride, x.seq_stride);
+}
+
 /**
  * backward_varlen over a packed call forward_varlen accepted (q, k, v, offsets, options, state_in),
  * from a random d_o and, as the input says, d_state_out and d_slopes: its dq, dk, dv and d_state_in
@@ -653,16 +663,11 @@ void backward_varlen_check(Bytes& in, std::mt19937& rng, const View<float>& q, c
   std::vector<char> slope_nan(static_cast<size_t>(G), 0), slope_inf(static_cast<size_t>(G), 0);
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int64_t t0 = offsets[s], len = offsets[s + 1] - t0;
-    const auto part = [&](const View<float>& x) {
-      return View<const float>(len ? x.row(0, 0, t0) : x.data, 1, x.heads, len, x.dim, 0, x.head_stride, x.seq_stride);
-    };
-    const auto entry = [&](const View<const float>& x) {
-      return x.absent() ? x : View<const float>(x.row(s, 0, 0), 1, x.heads, x.seq, x.dim, 0, x.head_stride, x.seq_stride);
-    };
     std::vector<float> one(static_cast<size_t>(G));
-    lightning::backward<float>(part(q), part(k), part(v), packed(d_o.data(), H, t0, len, dv),
-                               packed(dq1.data(), H, t0, len, dk), packed(dk1.data(), G, t0, len, dk),
-                               packed(dv1.data(), G, t0, len, dv), opt, entry(state_in), entry(dso),
+    lightning::backward<float>(sequence_of(q, t0, len), sequence_of(k, t0, len), sequence_of(v, t0, len),
+                               packed(d_o.data(), H, t0, len, dv), packed(dq1.data(), H, t0, len, dk),
+                               packed(dk1.data(), G, t0, len, dk), packed(dv1.data(), G, t0, len, dv), opt,
+                               state_of(state_in, s), state_of(dso, s),
                                lightning::state_view(ds_in1.data() + s * st, 1, G, dk, dv), with_slopes ? one.data() : nullptr);
     for (int64_t g = 0; g < G; ++g) {
       slope_sum[g] += one[g], slope_abs[g] += std::abs(static_cast<double>(one[g]));
@@ -756,15 +761,11 @@ void fuzz_varlen(Bytes& in) {
   // Each sequence against the reference on it alone, from its own state.
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int64_t t0 = offsets[s], len = offsets[s + 1] - t0;
-    const auto part = [&](const View<const float>& x) {
-      return View<const float>(len ? x.row(0, 0, t0) : x.data, 1, x.heads, len, x.dim, 0, x.head_stride, x.seq_stride);
-    };
-    const auto state = [&](const View<const float>& x) {
-      return x.absent() ? x : View<const float>(x.row(s, 0, 0), 1, x.heads, x.seq, x.dim, 0, x.head_stride, x.seq_stride);
-    };
-    const auto ref = lightning::reference::quadratic(part(q0), part(k0), part(v0), c.opt.slopes, c.opt.scale, state(s0));
+    const auto part = [&](const View<const float>& x) { return sequence_of(x, t0, len); };
+    const auto ref = lightning::reference::quadratic(part(q0), part(k0), part(v0), c.opt.slopes, c.opt.scale,
+                                                     state_of(s0, s));
     const auto ref_abs = lightning::reference::quadratic(part(qa0), part(ka0), part(va0), c.opt.slopes,
-                                                         std::abs(c.opt.scale), state(sa0));
+                                                         std::abs(c.opt.scale), state_of(sa0, s));
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < len; ++t)
         for (int64_t j = 0; j < dv; ++j) {

@@ -28,8 +28,8 @@ template <Path P, class T>
 void forward_varlen_all(const ForwardArgs<T>& a, const int64_t* offsets, int64_t num_seqs, int threads) {
   const int64_t items = num_seqs * a.k.heads;
   const int workers = worker_count(threads, items);
-  const int64_t wb = workspace_block(a.block, longest_sequence(offsets, num_seqs));
-  std::vector<Workspace> ws = workspaces<Workspace>(workers, wb, block_stride<P>(wb), a.q.dim, a.v.dim);
+  std::vector<Workspace> ws =
+      block_workspaces<P, Workspace>(workers, a.block, longest_sequence(offsets, num_seqs), a.q.dim, a.v.dim);
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t s = item / a.k.heads;
     forward_group<P>(a, 0, item % a.k.heads, ws[static_cast<size_t>(worker)], offsets[s], offsets[s + 1], s);

@@ -175,7 +175,7 @@ struct BackwardWorkspace {
   BackwardDecay decay;
   Prefetcher prefetch;
   /**
-   * `ldp_`: block_stride<P>(block_); `widened`: 16-bit storage (q, k, v, d_o widened, gradients
+   * `ldp_`: block_stride<P>(block_) (block_workspaces); `widened`: 16-bit storage (q, k, v, d_o widened, gradients
    * staged); `slopes`: d_slopes asked for; `pairs`: the path has pair tiles (PairTiles<P>).
    */
   BackwardWorkspace(int64_t block_, int64_t ldp_, int64_t dk_, int64_t dv_, bool widened, bool slopes, bool pairs)
@@ -655,10 +655,9 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
   const bool pass1 = !a.dq.absent() || a.d_slopes;
   const bool pass2 = !a.dk.absent() || !a.dv.absent() || !a.d_state_in.absent();
   const int workers = worker_count(threads, items);
-  const int64_t wb = workspace_block(a.block, offsets ? longest_sequence(offsets, num_seqs) : a.q.seq);
-  std::vector<BackwardWorkspace> ws = workspaces<BackwardWorkspace>(
-      workers, wb, block_stride<P>(wb), a.q.dim, a.v.dim, !std::is_same_v<T, float>, a.d_slopes != nullptr,
-      kernels::PairTiles<P>::value);
+  std::vector<BackwardWorkspace> ws = block_workspaces<P, BackwardWorkspace>(
+      workers, a.block, offsets ? longest_sequence(offsets, num_seqs) : a.q.seq, a.q.dim, a.v.dim,
+      !std::is_same_v<T, float>, a.d_slopes != nullptr, kernels::PairTiles<P>::value);
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t b = item / a.k.heads, g = item % a.k.heads;
     BackwardArgs<T> piece = a;

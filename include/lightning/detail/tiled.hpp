@@ -93,12 +93,17 @@ inline int64_t block_stride(int64_t block) {
 }
 
 /**
- * The block the workspaces are sized for: the call's block, but no more than its longest sequence
- * (a block holds at most both), and at least 1. Sized for the block alone, a block far past n made
- * and zeroed block x block buffers on every call: at block_size 4096 a forward of 100 tokens (2
- * heads, d = 64) took 75 ms and a backward 239 ms, against 0.5 ms and 0.3 ms at 128.
+ * One workspace W per worker for the block loops of path P, built as W(rows, block_stride<P>(rows),
+ * args...) for rows the call's block, but no more than its longest sequence (a block holds at most
+ * both), and at least 1. Sized for the block alone, a block far past n made and zeroed block x
+ * block buffers on every call: at block_size 4096 a forward of 100 tokens (2 heads, d = 64) took
+ * 75 ms and a backward 239 ms, against 0.5 ms and 0.3 ms at 128.
  */
-inline int64_t workspace_block(int64_t block, int64_t longest) { return std::max<int64_t>(1, std::min(block, longest)); }
+template <Path P, class W, class... Args>
+std::vector<W> block_workspaces(int workers, int64_t block, int64_t longest, const Args&... args) {
+  const int64_t rows = std::max<int64_t>(1, std::min(block, longest));
+  return workspaces<W>(workers, rows, block_stride<P>(rows), args...);
+}
 
 /** The longest of the packed sequences [offsets[s], offsets[s + 1]), s < num_seqs (0 for none). */
 inline int64_t longest_sequence(const int64_t* offsets, int64_t num_seqs) {
@@ -116,7 +121,7 @@ struct Workspace {
   Floats q, qd, k, kt, kdt, v, p, o, s, carry;
   DecayTable decay;
   Prefetcher prefetch;
-  /** `ldp_`: block_stride<P>(block_) for the path that runs. */
+  /** `ldp_`: block_stride<P>(block_) for the path that runs (block_workspaces). */
   Workspace(int64_t block_, int64_t ldp_, int64_t dk, int64_t dv) : block(block_), ldp(ldp_), lds(walk_stride(dv)) {
     qd.resize(static_cast<size_t>(block * dk));
     kt.resize(static_cast<size_t>(dk * ldp));
@@ -265,8 +270,7 @@ template <Path P, class T>
 void forward_split(const ForwardArgs<T>& a, int workers, const std::vector<Piece>& pieces) {
   const int64_t G = a.k.heads, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / G, size = dk * dv;
   Floats states(pieces.size() * static_cast<size_t>(size));
-  const int64_t wb = workspace_block(a.block, a.q.seq);
-  std::vector<Workspace> ws = workspaces<Workspace>(workers, wb, block_stride<P>(wb), dk, dv);
+  std::vector<Workspace> ws = block_workspaces<P, Workspace>(workers, a.block, a.q.seq, dk, dv);
   // Share w is an item of parallel_for, run by whichever thread takes it.
   parallel_for(workers, workers, [&](int thread, int64_t share) {
     for (size_t p = 0; p < pieces.size(); ++p) {
@@ -328,8 +332,7 @@ void forward_all(const ForwardArgs<T>& a, int threads) {
     return;
   }
   const int workers = worker_count(threads, items);
-  const int64_t wb = workspace_block(a.block, n);
-  std::vector<Workspace> ws = workspaces<Workspace>(workers, wb, block_stride<P>(wb), a.q.dim, a.v.dim);
+  std::vector<Workspace> ws = block_workspaces<P, Workspace>(workers, a.block, n, a.q.dim, a.v.dim);
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t b = item / a.k.heads;
     forward_group<P>(a, b, item % a.k.heads, ws[static_cast<size_t>(worker)], 0, n, b);
