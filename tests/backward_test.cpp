@@ -610,6 +610,23 @@ TEST_P(BackwardVarlen, NoSequences) {
   EXPECT_EQ(dsl, 0.0f);  // a sum over no sequences
 }
 
+// A backward that writes nothing (every output absent; or no token, and neither dS_in nor d_slopes)
+// returns at once, however many batch entries and heads it names (Forward.NothingToWriteReturnsAtOnce).
+TEST_P(BackwardVarlen, NothingToWriteReturnsAtOnce) {
+  const float x[8] = {};
+  float out[1] = {7.0f};
+  Options opt;
+  opt.path = GetParam();
+  opt.block_size = 4096;
+  const View<const float> in(x, int64_t{1} << 61, 2, 3, 8, 0, 0, 0);  // 3 tokens of 2^61 batch entries
+  backward(in, in, in, in, View<float>(), View<float>(), View<float>(), opt);
+  const View<const float> no_q_head(x, 1, 0, 5, 8, 0, 0, 0), kv(x, 1, int64_t{1} << 31, 5, 8, 0, 0, 0);
+  const int64_t no_tokens[] = {0, 0, 0};
+  backward_varlen(no_q_head, kv, kv, no_q_head, View<float>(out, 1, 0, 5, 8, 0, 0, 0), View<float>(), View<float>(),
+                  no_tokens, 2, opt);
+  EXPECT_EQ(out[0], 7.0f);
+}
+
 LIGHTNING_INSTANTIATE_FOR_PATHS(BackwardVarlen);
 
 TEST(BackwardVarlenErrors, BadOffsetsAndShapesWriteNothing) {

@@ -126,6 +126,27 @@ TEST_P(Forward, ThreadsGiveTheSameBits) {
   EXPECT_EQ(s1, s2);
 }
 
+// A call with nothing to write (no element of o, no state_out) returns at once, however many batch
+// entries and heads it names: zero strides let one row stand for 2^61 batch entries or 2^31 heads, and
+// every (batch, k/v head) item used to make its decay tables (found by the fuzzer: no token, no q head
+// and 2^31 k/v heads ran for more than ten minutes). Each call here took hours that way.
+TEST_P(Forward, NothingToWriteReturnsAtOnce) {
+  const float x[8] = {};
+  float out[1] = {7.0f};
+  Options opt;
+  opt.path = GetParam();
+  opt.block_size = 4096;
+  const int64_t batch = int64_t{1} << 61, heads = int64_t{1} << 31;
+  const View<const float> no_token(x, batch, 2, 0, 8, 0, 0, 0);
+  forward(no_token, no_token, no_token, View<float>(out, batch, 2, 0, 8, 0, 0, 0), opt);
+  const View<const float> no_q_head(x, 1, 0, 5, 8, 0, 0, 0), kv(x, 1, heads, 5, 8, 0, 0, 0);
+  const View<float> no_o(out, 1, 0, 5, 8, 0, 0, 0);
+  forward(no_q_head, kv, kv, no_o, opt);
+  const int64_t offsets[] = {0, 2, 5};
+  forward_varlen(no_q_head, kv, kv, no_o, offsets, 2, opt);
+  EXPECT_EQ(out[0], 7.0f);
+}
+
 LIGHTNING_INSTANTIATE_FOR_PATHS(Forward);
 
 // The two references are independent ways to the same numbers; the long-sequence tests rely on it.

@@ -26,6 +26,7 @@ inline void check_offsets(const char* where, const int64_t* offsets, int64_t num
 
 template <Path P, class T>
 void forward_varlen_all(const ForwardArgs<T>& a, const int64_t* offsets, int64_t num_seqs, int threads) {
+  if (nothing_to_write(a, offsets[num_seqs])) return;
   const int64_t items = num_seqs * a.k.heads;
   const int workers = worker_count(threads, items);
   std::vector<Workspace> ws =

@@ -300,7 +300,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const float* cpw = w.decay.cpow.data();
   const float* wpw = w.decay.wpow.data();
   const float* cwpw = w.decay.cwpow.data();
-  const float* crev = w.decay.rcpow.data() + a.block;  // crev[j - i] = cpw[i - j]
+  const float* crev = w.decay.rcpow.data() + w.block;  // crev[j - i] = cpw[i - j]
   float* St = w.st.data();
   float* Wt = w.wt.data();
   float* Pm = w.p.data();
@@ -463,8 +463,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const View<T> dv_ahead = !stream_dv || v_stashed ? a.dv : View<T>{};
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
-  const float* crev = w.decay.rcpow.data() + a.block;  // crev[j - i] = cpw[i - j]
-  const float* lag = w.decay.lcpow.data() + a.block;   // lag[i - j] = cpw[i - j]
+  const float* crev = w.decay.rcpow.data() + w.block;  // crev[j - i] = cpw[i - j]
+  const float* lag = w.decay.lcpow.data() + w.block;   // lag[i - j] = cpw[i - j]
   float* R = w.r.data();
   float* Pm = w.p.data();
   float* Pt = w.pt.data();
@@ -655,9 +655,13 @@ View<T> state_entry(const View<T>& x, int64_t s) {
  */
 template <Path P, class T>
 void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets, int64_t num_seqs) {
+  // Without tokens only dS_in and d_slopes have elements. A call that writes nothing returns before
+  // it counts or sizes anything, however many batch entries and heads it names (nothing_to_write).
+  const bool tokens = (offsets ? offsets[num_seqs] : a.q.seq) > 0;
+  const bool pass1 = (tokens && !a.dq.absent()) || a.d_slopes;
+  const bool pass2 = (tokens && (!a.dk.absent() || !a.dv.absent())) || !a.d_state_in.absent();
+  if (!pass1 && !pass2) return;
   const int64_t items = (offsets ? num_seqs : a.q.batch) * a.k.heads;
-  const bool pass1 = !a.dq.absent() || a.d_slopes;
-  const bool pass2 = !a.dk.absent() || !a.dv.absent() || !a.d_state_in.absent();
   const int workers = worker_count(threads, items);
   std::vector<BackwardWorkspace> ws = block_workspaces<P, BackwardWorkspace>(
       workers, a.block, offsets ? longest_sequence(offsets, num_seqs) : a.q.seq, a.q.dim, a.v.dim,
@@ -675,7 +679,7 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
     }
     const int64_t pb = offsets ? 0 : b;
     BackwardWorkspace& w = ws[static_cast<size_t>(worker)];
-    w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, a.block);
+    w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, w.block);  // the lags of its blocks (forward_group)
     if (pass1) backward_forward_pass<P>(piece, pb, g, w);
     if (pass2) backward_reverse_pass<P>(piece, pb, g, w);
   });

@@ -165,11 +165,13 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   constexpr bool f32 = std::is_same_v<T, float>;
   const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, lds = w.lds;
   if (!f32) w.widen(dk, dv);
-  w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, a.block);
+  // Tables for the lags of the workspace's block (no block here is longer), not of a.block: a call's
+  // block may be far longer than its sequences, and each item would pay for the whole table.
+  w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, w.block);
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
-  const float* rev = w.decay.rev.data() + a.block;    // rev[j - i] = pow[i - j] for j <= i
-  const float* crev = w.decay.crev.data() + a.block;  // crev[j - i] = cpow[i - j]
+  const float* rev = w.decay.rev.data() + w.block;    // rev[j - i] = pow[i - j] for j <= i
+  const float* crev = w.decay.crev.data() + w.block;  // crev[j - i] = cpow[i - j]
   float* S = w.s.data();
   float* C = w.carry.data();
   float* Pm = w.p.data();
@@ -318,13 +320,27 @@ void forward_split(const ForwardArgs<T>& a, int workers, const std::vector<Piece
 }
 
 /**
+ * Whether a forward over `tokens` tokens in all writes nothing: no element of o (no token, no q head
+ * or d_v = 0) and no state_out. Such a call returns before it counts or sizes anything, however many
+ * batch entries and heads it names (zero strides let one row stand for 2^61 of them, and batch x
+ * heads may not fit in int64): each (batch, k/v head) item makes its decay tables, tokens or not
+ * (found by the fuzzer: no token, no q head and 2^31 k/v heads ran for more than ten minutes).
+ */
+template <class T>
+bool nothing_to_write(const ForwardArgs<T>& a, int64_t tokens) {
+  return (tokens == 0 || a.q.heads == 0 || a.v.dim == 0) && a.state_out.absent();
+}
+
+/**
  * Threads over (batch, k/v head) items when their count is a multiple of the threads; otherwise
  * (fewer items than threads, or a remainder) along the sequence too, so every thread gets an
  * equal share of the tokens.
  */
 template <Path P, class T>
 void forward_all(const ForwardArgs<T>& a, int threads) {
-  const int64_t items = a.q.batch * a.k.heads, n = a.q.seq;
+  const int64_t n = a.q.seq;
+  if (nothing_to_write(a, n)) return;
+  const int64_t items = a.q.batch * a.k.heads;
   const int wanted = worker_count(threads, INT32_MAX);
   // A share of fewer than 8 blocks is not worth the correction and the extra thread start.
   if (wanted > 1 && items % wanted != 0 && items * n / wanted >= 8 * a.block) {
