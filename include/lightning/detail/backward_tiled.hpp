@@ -131,7 +131,9 @@ struct BackwardDecay {
   // rcpow[t] = cpow[block - t] for mask_lower, then zeros to t = 2 block; lcpow[t] = cpow[t - block]
   // for mask_upper, after zeros from t = 0 (the masks read past lag 0).
   Floats pow, cpow, wpow, cwpow, rcpow, lcpow;
-  void fill(double slope, double scale, int64_t block) {
+  int64_t block = 0;  // the longest lag filled: lag 0 of rcpow and lcpow is at index block
+  void fill(double slope, double scale, int64_t block_) {
+    block = block_;
     for (auto* table : {&pow, &cpow, &wpow, &cwpow}) table->resize(static_cast<size_t>(block + 1));
     for (auto* table : {&rcpow, &lcpow}) table->assign(static_cast<size_t>(2 * block + 1), 0.0f);
     const auto flush = [](double x) { return std::abs(x) < FLT_MIN ? 0.0f : static_cast<float>(x); };
@@ -300,7 +302,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const float* cpw = w.decay.cpow.data();
   const float* wpw = w.decay.wpow.data();
   const float* cwpw = w.decay.cwpow.data();
-  const float* crev = w.decay.rcpow.data() + w.block;  // crev[j - i] = cpw[i - j]
+  const float* crev = w.decay.rcpow.data() + w.decay.block;  // crev[j - i] = cpw[i - j]
   float* St = w.st.data();
   float* Wt = w.wt.data();
   float* Pm = w.p.data();
@@ -463,8 +465,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const View<T> dv_ahead = !stream_dv || v_stashed ? a.dv : View<T>{};
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
-  const float* crev = w.decay.rcpow.data() + w.block;  // crev[j - i] = cpw[i - j]
-  const float* lag = w.decay.lcpow.data() + w.block;   // lag[i - j] = cpw[i - j]
+  const float* crev = w.decay.rcpow.data() + w.decay.block;  // crev[j - i] = cpw[i - j]
+  const float* lag = w.decay.lcpow.data() + w.decay.block;   // lag[i - j] = cpw[i - j]
   float* R = w.r.data();
   float* Pm = w.p.data();
   float* Pt = w.pt.data();

@@ -61,7 +61,9 @@ struct DecayTable {
   // rev[x] = pow[block - x] and crev[x] = cpow[block - x], so that a mask row reads them forwards;
   // crev runs on past x = block with zeros, which mask_lower reads.
   Floats pow, pow_lo, cpow, rev, crev;
-  void fill(double slope, double scale, int64_t block) {
+  int64_t block = 0;  // the longest lag filled: lag 0 of rev and crev is at index block
+  void fill(double slope, double scale, int64_t block_) {
+    block = block_;
     for (auto* table : {&pow, &pow_lo, &cpow, &rev}) table->resize(static_cast<size_t>(block + 1));
     crev.assign(static_cast<size_t>(2 * block + 1), 0.0f);
     for (int64_t t = 0; t <= block; ++t) {
@@ -170,8 +172,8 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, w.block);
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
-  const float* rev = w.decay.rev.data() + w.block;    // rev[j - i] = pow[i - j] for j <= i
-  const float* crev = w.decay.crev.data() + w.block;  // crev[j - i] = cpow[i - j]
+  const float* rev = w.decay.rev.data() + w.decay.block;    // rev[j - i] = pow[i - j] for j <= i
+  const float* crev = w.decay.crev.data() + w.decay.block;  // crev[j - i] = cpow[i - j]
   float* S = w.s.data();
   float* C = w.carry.data();
   float* Pm = w.p.data();
