@@ -1,11 +1,14 @@
-// Times the forward at 1 and N threads, alternating, and prints the median speed-up per shape beside
-// what the machine itself gave N threads at once in the same repetitions: an FMA loop and a
-// read+write pass, each run on 1 thread and on N threads together, as the ratio of throughputs.
+// Times the forward (or, with the argument `backward`, the backward: dq, dk and dv, no states, no slope
+// gradient) at 1 and N threads, alternating, and prints the median speed-up per shape beside what the
+// machine itself gave N threads at once in the same repetitions: an FMA loop and a read+write pass,
+// each run on 1 thread and on N threads together, as the ratio of throughputs.
+// Usage: thread_speedup [threads=2] [reps=5] [n=262144] [forward|backward]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -44,6 +47,7 @@ float fma_loop(int64_t iters) {
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2, reps = argc > 2 ? std::atoi(argv[2]) : 5;
   const int64_t n = argc > 3 ? std::atoll(argv[3]) : 262144;
+  const bool backward = argc > 4 && std::string(argv[4]) == "backward";
 
   // What the machine gives `threads` threads at once, measured in the same repetitions as each shape
   // (a shared machine's share moves from minute to minute): an FMA loop, and a read+write pass over
@@ -61,19 +65,22 @@ int main(int argc, char** argv) {
   for (const Shape s : {Shape{1, 128}, Shape{8, 128}, Shape{1, 64}, Shape{8, 64}}) {
     const size_t size = static_cast<size_t>(s.heads * n * s.d);
     lightning::detail::Floats q(size), k(size), v(size), o(size);  // 64-byte lines, as in the benchmark
+    lightning::detail::Floats dq(backward ? size : 0), dk(dq.size()), dv(dq.size());  // o is d_o there
     std::mt19937 rng(1);
     std::normal_distribution<float> dist(0.0f, 0.3f);
-    for (auto* x : {&q, &k, &v})
+    for (auto* x : {&q, &k, &v, &o})
       for (auto& e : *x) e = dist(rng);
     std::vector<float> slopes(static_cast<size_t>(s.heads), 0.01f);
     auto time = [&](int t) {
       lightning::Options opt;
       opt.slopes = slopes.data();
       opt.threads = t;
+      const auto x = [&](lightning::detail::Floats& t) { return lightning::bhnd(t.data(), 1, s.heads, n, s.d); };
       const auto t0 = std::chrono::steady_clock::now();
-      lightning::forward(lightning::bhnd(q.data(), 1, s.heads, n, s.d), lightning::bhnd(k.data(), 1, s.heads, n, s.d),
-                         lightning::bhnd(v.data(), 1, s.heads, n, s.d), lightning::bhnd(o.data(), 1, s.heads, n, s.d),
-                         opt);
+      if (backward)
+        lightning::backward(x(q), x(k), x(v), x(o), x(dq), x(dk), x(dv), opt);
+      else
+        lightning::forward(x(q), x(k), x(v), x(o), opt);
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     };
     std::vector<double> one, many, ratio, fma_ratio, pass_ratio;
@@ -84,9 +91,10 @@ int main(int argc, char** argv) {
       ratio.push_back(one.back() / many.back());
       pass_ratio.push_back(threads * wall_seconds(1, pass) / wall_seconds(threads, pass));
     }
-    std::printf("heads %lld d %lld n %lld: 1 thread %.3f s, %d threads %.3f s, speed-up (median of %d ratios) %.2fx;"
+    std::printf("%s heads %lld d %lld n %lld: 1 thread %.3f s, %d threads %.3f s, speed-up (median of %d ratios) %.2fx;"
                 " the machine, %d threads against 1: FMA loop %.2fx, read+write pass %.2fx\n",
-                static_cast<long long>(s.heads), static_cast<long long>(s.d), static_cast<long long>(n), median(one),
+                backward ? "backward" : "forward", static_cast<long long>(s.heads), static_cast<long long>(s.d),
+                static_cast<long long>(n), median(one),
                 threads, median(many), reps, median(ratio), threads, median(fma_ratio), median(pass_ratio));
   }
   if (sinks[0] == 1.0f) std::printf(" ");  // keeps the FMA loops' results alive

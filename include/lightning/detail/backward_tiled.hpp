@@ -289,9 +289,13 @@ void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t
   pf.spread(tiles);
 }
 
-/** Pass 1 (blocks in forward order) for batch b, k/v head g: dQ and the slope gradient. */
+/**
+ * Pass 1 (blocks in forward order) for batch b, k/v head g: dQ and the slope gradient; with
+ * `final_st`, S^T after the last token there too (d_v x d_k, contiguous: backward_split's pieces).
+ */
 template <Path P, class T>
-void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
+void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w,
+                           float* final_st = nullptr) {
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldst = w.ldst;
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar;
@@ -409,13 +413,16 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       gemm<P>(Part::full, dv, dk, m, w.vwt.data(), ldp, K, ldk, Wt, ldst, 1.0f);
       w_zero = false;
     }
-    if (t0 + m == n) break;  // no later block reads S
+    if (t0 + m == n && !final_st) break;  // no later block reads S
     gemm<P>(Part::full, dv, dk, m, Vdt, ldvd, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv, dk, ldst, pw[m]),
             tile);
     pf.step(1 << 30);  // whatever is left
     s_zero = false;
   }
   if (stream_dq) end_streams();
+  if (final_st)
+    for (int64_t c = 0; c < dv; ++c)
+      for (int64_t i = 0; i < dk; ++i) final_st[c * dk + i] = s_zero ? 0.0f : St[c * ldst + i];
   if (need_ds) {
     double out = slope_sum;
     if (!a.d_state_out.absent()) {
@@ -650,6 +657,105 @@ View<T> state_entry(const View<T>& x, int64_t s) {
 }
 
 /**
+ * The sequence-parallel backward over `workers` threads, for a call without d_slopes: the (batch, k/v
+ * head) items laid end to end are cut into equal shares (`pieces`, split_line). Each piece runs both
+ * passes on its own tokens, pass 1 from a zero state (an item's first piece from state_in) and pass 2
+ * from a zero adjoint (an item's last piece from d_state_out), leaving S^T after it and the adjoint
+ * before it. The states are scanned forward and the adjoints backward (SPEC.md's operator), then the
+ * rows are corrected, shared out evenly again: a later piece's dQ by c lambda^{i+1} dO S_in^T, an
+ * earlier piece's dK and dV by lambda^{m-1-j} V G^T and lambda^{m-1-j} K G, G the gradient of the
+ * state after the piece (m its length, i and j rows within it); dS_in is the scanned adjoint before
+ * an item's first piece.
+ */
+template <Path P, class T>
+void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Piece>& pieces, bool pass1,
+                    bool pass2) {
+  const int64_t G = a.k.heads, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / G, size = dk * dv;
+  const size_t np = pieces.size();
+  const auto at = [&](Floats& x, size_t p) { return x.data() + p * static_cast<size_t>(size); };
+  const auto first = [&](size_t p) { return p == 0 || pieces[p - 1].item != pieces[p].item; };
+  const auto last = [&](size_t p) { return p + 1 == np || pieces[p + 1].item != pieces[p].item; };
+  const auto slope = [&](size_t p) { return a.slopes ? static_cast<double>(a.slopes[pieces[p].item % G]) : 0.0; };
+  // Per piece: S^T after it (pass 1; not for an item's last piece) and the adjoint before it (pass 2),
+  // then its transpose for dK's correction.
+  Floats states(pass1 ? np * static_cast<size_t>(size) : 0), adjoints(pass2 ? np * static_cast<size_t>(size) : 0);
+  Floats adjoints_t(pass2 ? np * static_cast<size_t>(size) : 0);
+  std::vector<BackwardWorkspace> ws = block_workspaces<P, BackwardWorkspace>(
+      workers, a.block, a.q.seq, dk, dv, !std::is_same_v<T, float>, false, kernels::PairTiles<P>::value);
+  parallel_for(workers, workers, [&](int thread, int64_t share) {
+    for (size_t p = 0; p < np; ++p) {
+      const Piece& pc = pieces[p];
+      if (pc.worker != share) continue;
+      const int64_t b = pc.item / G, g = pc.item % G, len = pc.end - pc.begin;
+      BackwardArgs<T> piece = a;
+      for (View<const T>* x : {&piece.q, &piece.k, &piece.v, &piece.d_o}) *x = token_range(*x, pc.begin, len);
+      for (View<T>* x : {&piece.dq, &piece.dk, &piece.dv}) *x = token_range(*x, pc.begin, len);
+      if (!first(p)) piece.state_in = {};
+      if (!last(p)) piece.d_state_out = {};
+      piece.d_state_in = pass2 ? View<float>(at(adjoints, p), 1, 1, dk, dv, 0, 0, dv) : View<float>();
+      BackwardWorkspace& w = ws[static_cast<size_t>(thread)];
+      w.decay.fill(slope(p), a.scale, w.block);
+      if (pass1) backward_forward_pass<P>(piece, b, g, w, last(p) ? nullptr : at(states, p));
+      if (pass2) backward_reverse_pass<P>(piece, b, g, w);
+    }
+  });
+  // The scans, in place: states[p] becomes S^T after piece p, adjoints[p] the gradient of the state
+  // before it (the true dS_in at an item's first piece).
+  for (size_t p = 0; p < np; ++p)
+    if (pass1 && !first(p) && !last(p))
+      combine_states<P>(size, at(states, p - 1), at(states, p), slope(p), pieces[p].end - pieces[p].begin);
+  for (size_t p = np; p-- > 0;) {
+    if (!pass2) break;
+    if (!last(p)) combine_states<P>(size, at(adjoints, p + 1), at(adjoints, p), slope(p), pieces[p].end - pieces[p].begin);
+    if (!last(p)) transpose<P>(dk, dv, at(adjoints, p + 1), dv, at(adjoints_t, p + 1), dk);
+    if (first(p) && !a.d_state_in.absent())
+      for (int64_t i = 0; i < dk; ++i)
+        std::copy_n(at(adjoints, p) + i * dv, dv, a.d_state_in.row(pieces[p].item / G, pieces[p].item % G, i));
+  }
+  // The corrections, one line of rows (each row one product with a d_k x d_v matrix) cut into equal shares.
+  enum Kind { dq_rows, dk_rows, dv_rows };
+  struct Job {
+    size_t piece;
+    Kind kind;
+    int64_t head;
+  };
+  std::vector<Job> jobs;
+  int64_t total = 0;
+  for (size_t p = 0; p < np; ++p) {
+    const int64_t g = pieces[p].item % G, len = pieces[p].end - pieces[p].begin;
+    if (pass1 && !first(p))
+      for (int64_t h = g * group; h < (g + 1) * group; ++h) jobs.push_back({p, dq_rows, h}), total += len;
+    if (pass2 && !last(p)) {
+      if (!a.dk.absent()) jobs.push_back({p, dk_rows, g}), total += len;
+      if (!a.dv.absent()) jobs.push_back({p, dv_rows, g}), total += len;
+    }
+  }
+  parallel_for(workers, workers, [&](int, int64_t share) {
+    Floats scratch;
+    const int64_t lo = total * share / workers, hi = total * (share + 1) / workers;
+    int64_t line = 0;  // where the current job's rows start on the line
+    for (const Job& j : jobs) {
+      const Piece& pc = pieces[j.piece];
+      const int64_t len = pc.end - pc.begin, from = std::max(lo, line), to = std::min(hi, line + len);
+      if (from < to) {
+        const int64_t b = pc.item / G, r0 = pc.begin + from - line, r1 = pc.begin + to - line;
+        const Lag back{pc.end, true};
+        if (j.kind == dq_rows)
+          correct_rows<P>(a.d_o, a.dq, b, j.head, r0, r1, at(states, j.piece - 1), slope(j.piece), a.scale,
+                          Lag{pc.begin, false}, a.block, scratch);
+        else if (j.kind == dk_rows)
+          correct_rows<P>(a.v, a.dk, b, j.head, r0, r1, at(adjoints_t, j.piece + 1), slope(j.piece), 1.0f, back,
+                          a.block, scratch);
+        else
+          correct_rows<P>(a.k, a.dv, b, j.head, r0, r1, at(adjoints, j.piece + 1), slope(j.piece), 1.0f, back,
+                          a.block, scratch);
+      }
+      line += len;
+    }
+  });
+}
+
+/**
  * Both passes for every item, spread over `threads` workers. An item is a (batch, k/v head) pair;
  * with `offsets` (cu_seqlens, batch 1) it is a (sequence, k/v head) pair, sequence s the tokens
  * [offsets[s], offsets[s + 1]) with its states and slope partial sums at entry s, run as a call of
@@ -664,6 +770,14 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
   const bool pass2 = (tokens && (!a.dk.absent() || !a.dv.absent())) || !a.d_state_in.absent();
   if (!pass1 && !pass2) return;
   const int64_t items = (offsets ? num_seqs : a.q.batch) * a.k.heads;
+  // As the forward (forward_all): along the sequence too when the items do not share out evenly and
+  // each thread gets at least 8 blocks; not with d_slopes, whose tangent state is not scanned.
+  const int wanted = worker_count(threads, INT32_MAX);
+  if (!offsets && !a.d_slopes && wanted > 1 && items % wanted != 0 && items * a.q.seq / wanted >= 8 * a.block) {
+    backward_split<P>(a, wanted, split_line(std::vector<int64_t>(static_cast<size_t>(items), a.q.seq), wanted, a.block),
+                      pass1, pass2);
+    return;
+  }
   const int workers = worker_count(threads, items);
   std::vector<BackwardWorkspace> ws = block_workspaces<P, BackwardWorkspace>(
       workers, a.block, offsets ? longest_sequence(offsets, num_seqs) : a.q.seq, a.q.dim, a.v.dim,

@@ -41,39 +41,65 @@ void combine_states(int64_t count, const float* earlier, float* later, double sl
 }
 
 /**
+ * The exponent of row t's weight lambda^lag in a correction: t - origin + 1 for a piece's incoming
+ * state read out forward (origin: the piece's first token), origin - 1 - t for the gradient of its
+ * outgoing state carried back (from_end; origin: the token after its last).
+ */
+struct Lag {
+  int64_t origin;
+  bool from_end = false;
+  int64_t of(int64_t t) const { return from_end ? origin - 1 - t : t - origin + 1; }
+};
+
+/**
+ * A correction of rows computed from a zero state: out_t += scale lambda^{lag(t)} x_t S for rows t in
+ * [row_begin, row_end) of head h of x and out, S (x.dim x out.dim, contiguous) the true state or
+ * adjoint. The forward's read-out takes x = q, out = o and S the incoming state (Lag{piece begin});
+ * the backward's dQ takes d_o, dq and S^T, its dK v and the outgoing adjoint's transpose, its dV k
+ * and the adjoint (Lag{piece end, true}). `scratch` grows to block * (x.dim + out.dim) floats.
+ */
+template <Path P, class T>
+void correct_rows(const View<const T>& x, const View<T>& out, int64_t b, int64_t h, int64_t row_begin,
+                  int64_t row_end, const float* S, double slope, float scale, Lag lag, int64_t block,
+                  Floats& scratch) {
+  const int64_t dx = x.dim, dout = out.dim;
+  scratch.resize(static_cast<size_t>(block * (dx + dout)));
+  float* X = scratch.data();
+  float* R = X + block * dx;
+  // A finite S whose weight has underflowed adds exactly 0; a non-finite one still reaches every row (NaN policy).
+  const bool finite = std::all_of(S, S + dx * dout, [](float e) { return std::isfinite(e); });
+  // Blocks in the order of falling weights, so that once one underflows every later one does too.
+  for (int64_t done = 0; done < row_end - row_begin; done += block) {
+    const int64_t m = std::min(block, row_end - row_begin - done);
+    const int64_t t0 = lag.from_end ? row_end - done - m : row_begin + done;
+    if (finite && decay_power(slope, lag.of(lag.from_end ? t0 + m - 1 : t0)) == 0.0f) return;
+    for (int64_t i = 0; i < m; ++i) {
+      const T* xr = x.row(b, h, t0 + i);
+      for (int64_t c = 0; c < dx; ++c) X[i * dx + c] = to_float(xr[c]);
+    }
+    gemm<P>(Part::full, m, dout, dx, X, dx, S, dout, R, dout, 0.0f);
+    for (int64_t i = 0; i < m; ++i) {
+      const float f = static_cast<float>(scale * static_cast<double>(decay_power(slope, lag.of(t0 + i))));
+      T* orow = out.row(b, h, t0 + i);
+      if constexpr (std::is_same_v<T, float>) {
+        kernels::Kernels<P>::axpy(dout, f, R + i * dout, orow);
+      } else {
+        for (int64_t c = 0; c < dout; ++c) orow[c] = from_float<T>(to_float(orow[c]) + f * R[i * dout + c]);
+      }
+    }
+  }
+}
+
+/**
  * The read-out correction of a piece that ran from a zero state while its true incoming state is S
  * (d_k x d_v, contiguous): o_t += scale lambda^{t - piece_begin + 1} q_t S for rows t in
- * [row_begin, row_end) of q head h. `scratch` grows to block * (d_k + d_v) floats.
+ * [row_begin, row_end) of q head h.
  */
 template <Path P, class T>
 void correct_readout(const View<const T>& q, const View<T>& o, int64_t b, int64_t h, int64_t piece_begin,
                      int64_t row_begin, int64_t row_end, const float* S, double slope, float scale, int64_t block,
                      Floats& scratch) {
-  const int64_t dk = q.dim, dv = o.dim;
-  scratch.resize(static_cast<size_t>(block * (dk + dv)));
-  float* Q = scratch.data();
-  float* R = Q + block * dk;
-  // A finite S whose weight has underflowed adds exactly 0; a non-finite one still reaches every row (NaN policy).
-  const bool finite = std::all_of(S, S + dk * dv, [](float x) { return std::isfinite(x); });
-  for (int64_t t0 = row_begin; t0 < row_end; t0 += block) {
-    const int64_t m = std::min(block, row_end - t0);
-    // Once lambda^{i+1} underflows every later row's correction is 0 too.
-    if (finite && decay_power(slope, t0 - piece_begin + 1) == 0.0f) return;
-    for (int64_t i = 0; i < m; ++i) {
-      const T* qr = q.row(b, h, t0 + i);
-      for (int64_t c = 0; c < dk; ++c) Q[i * dk + c] = to_float(qr[c]);
-    }
-    gemm<P>(Part::full, m, dv, dk, Q, dk, S, dv, R, dv, 0.0f);
-    for (int64_t i = 0; i < m; ++i) {
-      const float f = static_cast<float>(scale * static_cast<double>(decay_power(slope, t0 + i - piece_begin + 1)));
-      T* orow = o.row(b, h, t0 + i);
-      if constexpr (std::is_same_v<T, float>) {
-        kernels::Kernels<P>::axpy(dv, f, R + i * dv, orow);
-      } else {
-        for (int64_t c = 0; c < dv; ++c) orow[c] = from_float<T>(to_float(orow[c]) + f * R[i * dv + c]);
-      }
-    }
-  }
+  correct_rows<P>(q, o, b, h, row_begin, row_end, S, slope, scale, Lag{piece_begin, false}, block, scratch);
 }
 
 /** A consecutive run [begin, end) of one work item's tokens, computed by one worker. */
