@@ -665,12 +665,16 @@ void backward_varlen_check(Bytes& in, std::mt19937& rng, const View<float>& q, c
   }
   std::vector<double> slope_sum(static_cast<size_t>(G), 0.0), slope_abs(static_cast<size_t>(G), 0.0);
   std::vector<char> slope_nan(static_cast<size_t>(G), 0), slope_inf(static_cast<size_t>(G), 0);
+  // On one thread: on more, a call on one sequence may be cut along it (README "Threads"), which
+  // backward_varlen, whose items are whole sequences, never does.
+  Options one_thread = opt;
+  one_thread.threads = 1;
   for (int64_t s = 0; s < num_seqs; ++s) {
     const int64_t t0 = offsets[s], len = offsets[s + 1] - t0;
     std::vector<float> one(static_cast<size_t>(G));
     lightning::backward<float>(sequence_of(q, t0, len), sequence_of(k, t0, len), sequence_of(v, t0, len),
                                packed(d_o.data(), H, t0, len, dv), packed(dq1.data(), H, t0, len, dk),
-                               packed(dk1.data(), G, t0, len, dk), packed(dv1.data(), G, t0, len, dv), opt,
+                               packed(dk1.data(), G, t0, len, dk), packed(dv1.data(), G, t0, len, dv), one_thread,
                                state_of(state_in, s), state_of(dso, s),
                                lightning::state_view(ds_in1.data() + s * st, 1, G, dk, dv), with_slopes ? one.data() : nullptr);
     for (int64_t g = 0; g < G; ++g) {
