@@ -704,14 +704,16 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
   for (size_t p = 0; p < np; ++p)
     if (pass1 && !first(p) && !last(p))
       combine_states<P>(size, at(states, p - 1), at(states, p), slope(p), pieces[p].end - pieces[p].begin);
-  for (size_t p = np; p-- > 0;) {
-    if (!pass2) break;
-    if (!last(p)) combine_states<P>(size, at(adjoints, p + 1), at(adjoints, p), slope(p), pieces[p].end - pieces[p].begin);
-    if (!last(p)) transpose<P>(dk, dv, at(adjoints, p + 1), dv, at(adjoints_t, p + 1), dk);
-    if (first(p) && !a.d_state_in.absent())
-      for (int64_t i = 0; i < dk; ++i)
-        std::copy_n(at(adjoints, p) + i * dv, dv, a.d_state_in.row(pieces[p].item / G, pieces[p].item % G, i));
-  }
+  if (pass2)
+    for (size_t p = np; p-- > 0;) {
+      if (!last(p)) {
+        combine_states<P>(size, at(adjoints, p + 1), at(adjoints, p), slope(p), pieces[p].end - pieces[p].begin);
+        transpose<P>(dk, dv, at(adjoints, p + 1), dv, at(adjoints_t, p + 1), dk);
+      }
+      if (first(p) && !a.d_state_in.absent())
+        for (int64_t i = 0; i < dk; ++i)
+          std::copy_n(at(adjoints, p) + i * dv, dv, a.d_state_in.row(pieces[p].item / G, pieces[p].item % G, i));
+    }
   // The corrections, one line of rows (each row one product with a d_k x d_v matrix) cut into equal shares.
   enum Kind { dq_rows, dk_rows, dv_rows };
   struct Job {
