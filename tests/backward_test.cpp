@@ -826,7 +826,9 @@ TEST(BackwardReference, MatchesFiniteDifferences) {
 // block in the prefetcher, whose stream for the stash of P~ had no columns (group 0); dV was left
 // unwritten and dS_in undecayed.
 TEST(BackwardEdges, NoQueryHeads) {
-  constexpr int64_t B = 1, G = 2, N = 40, DK = 5, DV = 3;
+  // N = 200: on 3 threads without d_slopes the two items are cut along the sequence (backward_split),
+  // whose pieces of q, d_o and dq (null data, no heads) once added an offset to a null pointer (UBSan).
+  constexpr int64_t B = 1, G = 2, N = 200, DK = 5, DV = 3;
   const std::vector<float> none, slopes{0.3f, 0.05f};
   const auto k = randn(B * G * N * DK, 1, 1), v = randn(B * G * N * DV, 1, 2);
   const auto s0 = randn(B * G * DK * DV, 1, 3), ds1 = randn(B * G * DK * DV, 1, 4);
@@ -836,26 +838,32 @@ TEST(BackwardEdges, NoQueryHeads) {
   const auto ref = reference::backward_quadratic(qo(DK), kv(k, DK), kv(v, DV), qo(DV), slopes.data(), 1.0f, st(s0),
                                                  st(ds1));
   for (Path path : compiled_paths)
-    for (bool with_ds1 : {true, false}) {
-      std::vector<float> dq, dk(k.size(), 42.0f), dv(v.size(), 42.0f), ds0(s0.size(), 42.0f), dsl(G, 42.0f);
-      Options opt;
-      opt.path = path;
-      opt.block_size = 16;
-      opt.slopes = slopes.data();
-      backward(qo(DK), kv(k, DK), kv(v, DV), qo(DV), bhnd(dq.data(), B, 0, N, DK), bhnd(dk.data(), B, G, N, DK),
-               bhnd(dv.data(), B, G, N, DV), opt, st(s0), with_ds1 ? st(ds1) : View<const float>{},
-               state_view(ds0.data(), B, G, DK, DV), dsl.data());
-      const std::string what = std::string(path_name(path)) + (with_ds1 ? ", dS_out" : ", no dS_out");
-      if (with_ds1) {
-        EXPECT_LE(rel_rms(dk, ref.dk), kFp32Tolerance) << what;
-        EXPECT_LE(rel_rms(dv, ref.dv), kFp32Tolerance) << what;
-        EXPECT_LE(rel_rms(ds0, ref.d_state_in), kFp32Tolerance) << what;
-        EXPECT_LE(rel_rms(dsl, ref.d_slopes), kFp32Tolerance) << what;
-      } else {
-        for (const auto* x : {&dk, &dv, &ds0, &dsl})
-          EXPECT_TRUE(std::all_of(x->begin(), x->end(), [](float e) { return e == 0.0f; })) << what;
+    for (bool with_ds1 : {true, false})
+      for (bool split : {false, true}) {
+        std::vector<float> dq, dk(k.size(), 42.0f), dv(v.size(), 42.0f), ds0(s0.size(), 42.0f), dsl(G, 42.0f);
+        Options opt;
+        opt.path = path;
+        opt.block_size = 16;
+        opt.slopes = slopes.data();
+        opt.threads = split ? 3 : 1;
+        if (split) dsl.assign(G, 0.0f);  // not asked for
+        backward(qo(DK), kv(k, DK), kv(v, DV), qo(DV), bhnd(dq.data(), B, 0, N, DK), bhnd(dk.data(), B, G, N, DK),
+                 bhnd(dv.data(), B, G, N, DV), opt, st(s0), with_ds1 ? st(ds1) : View<const float>{},
+                 state_view(ds0.data(), B, G, DK, DV), split ? nullptr : dsl.data());
+        const std::string what = std::string(path_name(path)) + (with_ds1 ? ", dS_out" : ", no dS_out") +
+                                 (split ? ", 3 threads" : "");
+        if (with_ds1) {
+          EXPECT_LE(rel_rms(dk, ref.dk), kFp32Tolerance) << what;
+          EXPECT_LE(rel_rms(dv, ref.dv), kFp32Tolerance) << what;
+          EXPECT_LE(rel_rms(ds0, ref.d_state_in), kFp32Tolerance) << what;
+          if (!split) {
+            EXPECT_LE(rel_rms(dsl, ref.d_slopes), kFp32Tolerance) << what;
+          }
+        } else {
+          for (const auto* x : {&dk, &dv, &ds0, &dsl})
+            EXPECT_TRUE(std::all_of(x->begin(), x->end(), [](float e) { return e == 0.0f; })) << what;
+        }
       }
-    }
 }
 
 // A stream without columns adds no lines, so step() always finishes its streams (see NoQueryHeads).

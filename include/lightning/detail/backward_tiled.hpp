@@ -636,12 +636,14 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
  * Tokens [t0, t0 + len) of x, every batch entry; an absent view stays absent. No tokens keep x's
  * data: an empty sequence at the end of a packed batch starts at t0 = x.seq, whose row address may
  * lie past x's memory (with a free seq_stride, far past), which no call of its own would compute.
+ * Nor does a view without elements whose data is null (no heads, say: found by the fuzzer on the
+ * sequence-parallel backward, an offset added to a null pointer).
  */
 template <class T>
 View<T> token_range(const View<T>& x, int64_t t0, int64_t len) {
   if (x.absent()) return x;
   View<T> r = x;
-  r.data = len > 0 ? x.row(0, 0, t0) : x.data;
+  r.data = len > 0 && x.data ? x.row(0, 0, t0) : x.data;
   r.seq = len;
   return r;
 }
