@@ -648,6 +648,15 @@ View<T> token_range(const View<T>& x, int64_t t0, int64_t len) {
   return r;
 }
 
+/** `a` on tokens [t0, t0 + len) only: its token views cut by token_range, the rest as it is. */
+template <class T>
+BackwardArgs<T> tokens_of(const BackwardArgs<T>& a, int64_t t0, int64_t len) {
+  BackwardArgs<T> r = a;
+  for (View<const T>* x : {&r.q, &r.k, &r.v, &r.d_o}) *x = token_range(*x, t0, len);
+  for (View<T>* x : {&r.dq, &r.dk, &r.dv}) *x = token_range(*x, t0, len);
+  return r;
+}
+
 /** Entry s of the states x [S, G, d_k, d_v] as a view [1, G, d_k, d_v]; an absent view stays absent. */
 template <class T>
 View<T> state_entry(const View<T>& x, int64_t s) {
@@ -688,10 +697,8 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
     for (size_t p = 0; p < np; ++p) {
       const Piece& pc = pieces[p];
       if (pc.worker != share) continue;
-      const int64_t b = pc.item / G, g = pc.item % G, len = pc.end - pc.begin;
-      BackwardArgs<T> piece = a;
-      for (View<const T>* x : {&piece.q, &piece.k, &piece.v, &piece.d_o}) *x = token_range(*x, pc.begin, len);
-      for (View<T>* x : {&piece.dq, &piece.dk, &piece.dv}) *x = token_range(*x, pc.begin, len);
+      const int64_t b = pc.item / G, g = pc.item % G;
+      BackwardArgs<T> piece = tokens_of(a, pc.begin, pc.end - pc.begin);
       if (!first(p)) piece.state_in = {};
       if (!last(p)) piece.d_state_out = {};
       piece.d_state_in = pass2 ? View<float>(at(adjoints, p), 1, 1, dk, dv, 0, 0, dv) : View<float>();
@@ -724,38 +731,34 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
     int64_t head;
   };
   std::vector<Job> jobs;
-  int64_t total = 0;
+  std::vector<int64_t> lengths;  // each job's rows: its piece's
   for (size_t p = 0; p < np; ++p) {
-    const int64_t g = pieces[p].item % G, len = pieces[p].end - pieces[p].begin;
+    const int64_t g = pieces[p].item % G;
     if (pass1 && !first(p))
-      for (int64_t h = g * group; h < (g + 1) * group; ++h) jobs.push_back({p, dq_rows, h}), total += len;
+      for (int64_t h = g * group; h < (g + 1) * group; ++h) jobs.push_back({p, dq_rows, h});
     if (pass2 && !last(p)) {
-      if (!a.dk.absent()) jobs.push_back({p, dk_rows, g}), total += len;
-      if (!a.dv.absent()) jobs.push_back({p, dv_rows, g}), total += len;
+      if (!a.dk.absent()) jobs.push_back({p, dk_rows, g});
+      if (!a.dv.absent()) jobs.push_back({p, dv_rows, g});
     }
+    lengths.resize(jobs.size(), pieces[p].end - pieces[p].begin);
   }
   parallel_for(workers, workers, [&](int, int64_t share) {
     Floats scratch;
-    const int64_t lo = total * share / workers, hi = total * (share + 1) / workers;
-    int64_t line = 0;  // where the current job's rows start on the line
-    for (const Job& j : jobs) {
+    for_share_of_runs(lengths, workers, share, [&](size_t r, int64_t from, int64_t to) {
+      const Job& j = jobs[r];
       const Piece& pc = pieces[j.piece];
-      const int64_t len = pc.end - pc.begin, from = std::max(lo, line), to = std::min(hi, line + len);
-      if (from < to) {
-        const int64_t b = pc.item / G, r0 = pc.begin + from - line, r1 = pc.begin + to - line;
-        const Lag back{pc.end, true};
-        if (j.kind == dq_rows)
-          correct_rows<P>(a.d_o, a.dq, b, j.head, r0, r1, at(states, j.piece - 1), slope(j.piece), a.scale,
-                          Lag{pc.begin, false}, a.block, scratch);
-        else if (j.kind == dk_rows)
-          correct_rows<P>(a.v, a.dk, b, j.head, r0, r1, at(adjoints_t, j.piece + 1), slope(j.piece), 1.0f, back,
-                          a.block, scratch);
-        else
-          correct_rows<P>(a.k, a.dv, b, j.head, r0, r1, at(adjoints, j.piece + 1), slope(j.piece), 1.0f, back,
-                          a.block, scratch);
-      }
-      line += len;
-    }
+      const int64_t b = pc.item / G, r0 = pc.begin + from, r1 = pc.begin + to;
+      const Lag back{pc.end, true};
+      if (j.kind == dq_rows)
+        correct_rows<P>(a.d_o, a.dq, b, j.head, r0, r1, at(states, j.piece - 1), slope(j.piece), a.scale,
+                        Lag{pc.begin, false}, a.block, scratch);
+      else if (j.kind == dk_rows)
+        correct_rows<P>(a.v, a.dk, b, j.head, r0, r1, at(adjoints_t, j.piece + 1), slope(j.piece), 1.0f, back,
+                        a.block, scratch);
+      else
+        correct_rows<P>(a.k, a.dv, b, j.head, r0, r1, at(adjoints, j.piece + 1), slope(j.piece), 1.0f, back,
+                        a.block, scratch);
+    });
   });
 }
 
@@ -774,10 +777,9 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
   const bool pass2 = (tokens && (!a.dk.absent() || !a.dv.absent())) || !a.d_state_in.absent();
   if (!pass1 && !pass2) return;
   const int64_t items = (offsets ? num_seqs : a.q.batch) * a.k.heads;
-  // As the forward (forward_all): along the sequence too when the items do not share out evenly and
-  // each thread gets at least 8 blocks; not with d_slopes, whose tangent state is not scanned.
+  // As the forward (forward_all), but not with d_slopes, whose tangent state is not scanned.
   const int wanted = worker_count(threads, INT32_MAX);
-  if (!offsets && !a.d_slopes && wanted > 1 && items % wanted != 0 && items * a.q.seq / wanted >= 8 * a.block) {
+  if (!offsets && !a.d_slopes && split_along_sequence(items, a.q.seq, wanted, a.block)) {
     backward_split<P>(a, wanted, split_line(std::vector<int64_t>(static_cast<size_t>(items), a.q.seq), wanted, a.block),
                       pass1, pass2);
     return;
@@ -788,11 +790,8 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
       !std::is_same_v<T, float>, a.d_slopes != nullptr, kernels::PairTiles<P>::value);
   parallel_for(workers, items, [&](int worker, int64_t item) {
     const int64_t b = item / a.k.heads, g = item % a.k.heads;
-    BackwardArgs<T> piece = a;
+    BackwardArgs<T> piece = offsets ? tokens_of(a, offsets[b], offsets[b + 1] - offsets[b]) : a;
     if (offsets) {
-      const int64_t t0 = offsets[b], len = offsets[b + 1] - t0;
-      for (View<const T>* x : {&piece.q, &piece.k, &piece.v, &piece.d_o}) *x = token_range(*x, t0, len);
-      for (View<T>* x : {&piece.dq, &piece.dk, &piece.dv}) *x = token_range(*x, t0, len);
       for (View<const float>* x : {&piece.state_in, &piece.d_state_out}) *x = state_entry(*x, b);
       piece.d_state_in = state_entry(piece.d_state_in, b);
       if (piece.d_slopes) piece.d_slopes += b * a.k.heads;

@@ -102,6 +102,32 @@ void correct_readout(const View<const T>& q, const View<T>& o, int64_t b, int64_
   correct_rows<P>(q, o, b, h, row_begin, row_end, S, slope, scale, Lag{piece_begin, false}, block, scratch);
 }
 
+/**
+ * Whether `items` work items of `tokens` tokens each go along the sequence too on `wanted` threads:
+ * when they do not share out evenly and each thread still gets at least 8 blocks (a smaller share
+ * is not worth the corrections and the extra thread start).
+ */
+inline bool split_along_sequence(int64_t items, int64_t tokens, int wanted, int64_t block) {
+  return wanted > 1 && items % wanted != 0 && items * tokens / wanted >= 8 * block;
+}
+
+/**
+ * Worker `share`'s equal part of a line of runs of the given lengths, laid end to end:
+ * fn(run, from, to) for each run it holds rows [from, to) of (offsets within the run).
+ */
+template <class Fn>
+void for_share_of_runs(const std::vector<int64_t>& lengths, int workers, int64_t share, Fn&& fn) {
+  int64_t total = 0;
+  for (int64_t len : lengths) total += len;
+  const int64_t lo = total * share / workers, hi = total * (share + 1) / workers;
+  int64_t at = 0;  // where run r starts on the line
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    const int64_t from = std::max(lo, at), to = std::min(hi, at + lengths[r]);
+    if (from < to) fn(r, from - at, to - at);
+    at += lengths[r];
+  }
+}
+
 /** A consecutive run [begin, end) of one work item's tokens, computed by one worker. */
 struct Piece {
   int64_t item, begin, end;

@@ -288,36 +288,30 @@ void forward_split(const ForwardArgs<T>& a, int workers, const std::vector<Piece
   });
   // The exclusive scan of each item's piece states, in place: states[p] becomes the true state after
   // piece p, so piece p's incoming state is states[p - 1].
-  struct Rows { size_t piece; int64_t begin, end; };
-  std::vector<Rows> rows;
-  int64_t total = 0;
+  std::vector<size_t> corrected;  // the pieces with an incoming state, whose rows are corrected
+  std::vector<int64_t> lengths;
   for (size_t p = 0; p < pieces.size(); ++p) {
     const int64_t g = pieces[p].item % G;
     float* s = states.data() + p * static_cast<size_t>(size);
     if (p > 0 && pieces[p - 1].item == pieces[p].item) {
       combine_states<P>(size, s - size, s, a.slopes ? a.slopes[g] : 0.0, pieces[p].end - pieces[p].begin);
-      rows.push_back({p, pieces[p].begin, pieces[p].end});
-      total += pieces[p].end - pieces[p].begin;
+      corrected.push_back(p);
+      lengths.push_back(pieces[p].end - pieces[p].begin);
     }
     if (!a.state_out.absent() && (p + 1 == pieces.size() || pieces[p + 1].item != pieces[p].item))
       for (int64_t i = 0; i < dk; ++i) std::copy_n(s + i * dv, dv, a.state_out.row(pieces[p].item / G, g, i));
   }
   parallel_for(workers, workers, [&](int, int64_t share) {
     Floats scratch;
-    const int64_t lo = total * share / workers, hi = total * (share + 1) / workers;
-    int64_t at = 0;  // position of rows[r] on the line of rows to correct
-    for (const Rows& r : rows) {
-      const int64_t len = r.end - r.begin, from = std::max(lo, at), to = std::min(hi, at + len);
-      if (from < to) {
-        const Piece& pc = pieces[r.piece];
-        const int64_t b = pc.item / G, g = pc.item % G;
-        const float* s_in = states.data() + (r.piece - 1) * static_cast<size_t>(size);
-        for (int64_t h = g * group; h < (g + 1) * group; ++h)
-          correct_readout<P>(a.q, a.o, b, h, pc.begin, r.begin + from - at, r.begin + to - at, s_in,
-                             a.slopes ? a.slopes[g] : 0.0, a.scale, a.block, scratch);
-      }
-      at += len;
-    }
+    for_share_of_runs(lengths, workers, share, [&](size_t r, int64_t from, int64_t to) {
+      const size_t p = corrected[r];
+      const Piece& pc = pieces[p];
+      const int64_t b = pc.item / G, g = pc.item % G;
+      const float* s_in = states.data() + (p - 1) * static_cast<size_t>(size);
+      for (int64_t h = g * group; h < (g + 1) * group; ++h)
+        correct_readout<P>(a.q, a.o, b, h, pc.begin, pc.begin + from, pc.begin + to, s_in,
+                           a.slopes ? a.slopes[g] : 0.0, a.scale, a.block, scratch);
+    });
   });
 }
 
@@ -344,8 +338,7 @@ void forward_all(const ForwardArgs<T>& a, int threads) {
   if (nothing_to_write(a, n)) return;
   const int64_t items = a.q.batch * a.k.heads;
   const int wanted = worker_count(threads, INT32_MAX);
-  // A share of fewer than 8 blocks is not worth the correction and the extra thread start.
-  if (wanted > 1 && items % wanted != 0 && items * n / wanted >= 8 * a.block) {
+  if (split_along_sequence(items, n, wanted, a.block)) {
     forward_split<P>(a, wanted, split_line(std::vector<int64_t>(static_cast<size_t>(items), n), wanted, a.block));
     return;
   }
