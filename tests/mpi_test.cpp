@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lightning/mpi.hpp"
+#include "lightning/reference/backward.hpp"
 #include "lightning/reference/reference.hpp"
 #include "util.hpp"
 
@@ -182,8 +183,17 @@ std::vector<float> rows_of(const std::vector<float>& x, int64_t B, int64_t heads
 
 std::vector<double> doubles(const std::vector<float>& x) { return std::vector<double>(x.begin(), x.end()); }
 
-/** The distributed backward on each plan against the single-process backward of the whole sequence. */
-void expect_backward_matches(const Data& d, const Case& c, bool d_state_out, Path path) {
+/** How the backward is run: through mpi::backward (which picks a way), or either of its ways. */
+enum class Way { chosen, corrected, rerun };
+
+/**
+ * The distributed backward on each plan against the single-process backward of the whole sequence
+ * and the double reference. `way` other than chosen calls that way's function in the headers
+ * directly (without d_slopes; the inputs are valid): the pieces rerun from the scanned states and
+ * adjoints, or run from zero with their rows corrected.
+ */
+void expect_backward_matches(const Data& d, const Case& c, bool d_state_out, bool slope_gradient, Path path,
+                             Way way = Way::chosen) {
   const int rank = rank_of(), ranks = ranks_of();
   Options opt;
   opt.slopes = c.slopes;
@@ -201,6 +211,10 @@ void expect_backward_matches(const Data& d, const Case& c, bool d_state_out, Pat
            bhnd(dq1.data(), d.B, d.H, d.n, d.dk), bhnd(dk1.data(), d.B, d.G, d.n, d.dk),
            bhnd(dv1.data(), d.B, d.G, d.n, d.dv), opt, s0, d_state_out ? ds_view : View<const float>(),
            state_view(ds1.data(), d.B, d.G, d.dk, d.dv), dsl1.data());
+  const reference::Gradients ref = reference::backward_quadratic(
+      bhnd<const float>(d.q.data(), d.B, d.H, d.n, d.dk), bhnd<const float>(d.k.data(), d.B, d.G, d.n, d.dk),
+      bhnd<const float>(d.v.data(), d.B, d.G, d.n, d.dv), bhnd<const float>(d_o.data(), d.B, d.H, d.n, d.dv), c.slopes,
+      c.scale, s0, d_state_out ? ds_view : View<const float>());
   opt.threads = c.threads;
   for (const auto& lengths : plans(d.n, ranks)) {
     int64_t t0 = 0;
@@ -211,13 +225,25 @@ void expect_backward_matches(const Data& d, const Case& c, bool d_state_out, Pat
     for (int64_t l : lengths) what += " " + std::to_string(l);
     std::vector<float> dq(dq1.size(), -7.0f), dk(dk1.size(), -7.0f), dv(dv1.size(), -7.0f), dsi(ds1.size(), -7.0f),
         dsl(dsl1.size(), -7.0f);
-    mpi::backward(MPI_COMM_WORLD, d.piece<const float>(d.q.data(), d.H, d.dk, t0, len),
-                  d.piece<const float>(d.k.data(), d.G, d.dk, t0, len), d.piece<const float>(d.v.data(), d.G, d.dv, t0, len),
-                  d.piece<const float>(d_o.data(), d.H, d.dv, t0, len), d.piece(dq.data(), d.H, d.dk, t0, len),
-                  d.piece(dk.data(), d.G, d.dk, t0, len), d.piece(dv.data(), d.G, d.dv, t0, len), opt,
-                  rank == 0 ? s0 : View<const float>(),
-                  d_state_out && rank == ranks - 1 ? ds_view : View<const float>(),
-                  rank == 0 ? state_view(dsi.data(), d.B, d.G, d.dk, d.dv) : View<float>(), dsl.data());
+    const auto q = d.piece<const float>(d.q.data(), d.H, d.dk, t0, len);
+    const auto k = d.piece<const float>(d.k.data(), d.G, d.dk, t0, len);
+    const auto v = d.piece<const float>(d.v.data(), d.G, d.dv, t0, len);
+    const auto dov = d.piece<const float>(d_o.data(), d.H, d.dv, t0, len);
+    const auto dqv = d.piece(dq.data(), d.H, d.dk, t0, len), dkv = d.piece(dk.data(), d.G, d.dk, t0, len),
+               dvv = d.piece(dv.data(), d.G, d.dv, t0, len);
+    const View<const float> s_in = rank == 0 ? s0 : View<const float>();
+    const View<const float> ds_out = d_state_out && rank == ranks - 1 ? ds_view : View<const float>();
+    const View<float> ds_in = rank == 0 ? state_view(dsi.data(), d.B, d.G, d.dk, d.dv) : View<float>();
+    const int64_t bytes = mpi::scan_bytes(d.B, d.G, d.dk, d.dv);
+    if (way == Way::chosen)
+      mpi::backward(MPI_COMM_WORLD, q, k, v, dov, dqv, dkv, dvv, opt, s_in, ds_out, ds_in,
+                    slope_gradient ? dsl.data() : nullptr);
+    else if (way == Way::corrected)
+      detail::mpi_backward_corrected(MPI_COMM_WORLD, q, k, v, dov, dqv, dkv, dvv, opt, s_in, ds_out, ds_in, bytes);
+    else
+      detail::mpi_backward_rerun(MPI_COMM_WORLD, q, k, v, dov, dqv, dkv, dvv, opt, s_in, ds_out, ds_in, nullptr, bytes);
+    if (slope_gradient) what += " with d_slopes";
+    if (way != Way::chosen) what += way == Way::corrected ? " (corrected)" : " (rerun)";
     bool untouched = true, unused = true;  // the single-process gradients fill every row
     const auto mq = rows_of(dq, d.B, d.H, d.n, d.dk, t0, len, untouched, -7.0f),
                oq = rows_of(dq1, d.B, d.H, d.n, d.dk, t0, len, unused, 0.0f);
@@ -225,26 +251,69 @@ void expect_backward_matches(const Data& d, const Case& c, bool d_state_out, Pat
                ok = rows_of(dk1, d.B, d.G, d.n, d.dk, t0, len, unused, 0.0f);
     const auto mv = rows_of(dv, d.B, d.G, d.n, d.dv, t0, len, untouched, -7.0f),
                ov = rows_of(dv1, d.B, d.G, d.n, d.dv, t0, len, unused, 0.0f);
+    const auto exact = [&](const std::vector<double>& x, int64_t heads, int64_t dim) {
+      std::vector<double> out;
+      for (int64_t b = 0; b < d.B; ++b)
+        for (int64_t h = 0; h < heads; ++h)
+          for (int64_t t = t0; t < t0 + len; ++t)
+            for (int64_t i = 0; i < dim; ++i) out.push_back(x[static_cast<size_t>(((b * heads + h) * d.n + t) * dim + i)]);
+      return out;
+    };
     EXPECT_TRUE(untouched) << what;
     if (len > 0) {
       EXPECT_LE(rel_rms(mq, doubles(oq)), kFp32Tolerance) << what << " dq";
       EXPECT_LE(rel_rms(mk, doubles(ok)), kFp32Tolerance) << what << " dk";
       EXPECT_LE(rel_rms(mv, doubles(ov)), kFp32Tolerance) << what << " dv";
+      EXPECT_LE(rel_rms(mq, exact(ref.dq, d.H, d.dk)), kFp32Tolerance) << what << " dq (reference)";
+      EXPECT_LE(rel_rms(mk, exact(ref.dk, d.G, d.dk)), kFp32Tolerance) << what << " dk (reference)";
+      EXPECT_LE(rel_rms(mv, exact(ref.dv, d.G, d.dv)), kFp32Tolerance) << what << " dv (reference)";
     }
-    if (rank == 0)
+    if (rank == 0) {
       EXPECT_LE(rel_rms(dsi, doubles(ds1)), kFp32Tolerance) << what << " d_state_in";
-    else
+      EXPECT_LE(rel_rms(dsi, ref.d_state_in), kFp32Tolerance) << what << " d_state_in (reference)";
+    } else {
       EXPECT_EQ(dsi, std::vector<float>(ds1.size(), -7.0f)) << what;
-    EXPECT_LE(rel_rms(dsl, doubles(dsl1)), kFp32Tolerance) << what << " d_slopes";
+    }
+    if (slope_gradient)
+      EXPECT_LE(rel_rms(dsl, doubles(dsl1)), kFp32Tolerance) << what << " d_slopes";
+    else
+      EXPECT_EQ(dsl, std::vector<float>(dsl1.size(), -7.0f)) << what;
   }
 }
 
 TEST_P(MpiForward, Backward) {
   const Data d(2, 4, 2, 300, 16, 24);  // grouped heads, slopes 0.05 and 30, d_k != d_v
-  expect_backward_matches(d, {kSlopes, 0.5f, true, false, 1, 32}, true, GetParam());
-  expect_backward_matches(d, {kSlopes + 2, 1.0f, false, false, 2, 16}, false, GetParam());  // slopes 1e-6, 0.3
-  const Data one(1, 1, 1, 129, 8, 8);
-  expect_backward_matches(one, {nullptr, 1.0f, true, false, 3, 16}, true, GetParam());  // no decay
+  expect_backward_matches(d, {kSlopes, 0.5f, true, false, 1, 32}, true, true, GetParam());
+  // slopes 1e-6, 0.3
+  expect_backward_matches(d, {kSlopes + 2, 1.0f, false, false, 2, 16}, false, true, GetParam());
+  const Data one(1, 1, 1, 129, 8, 8);  // no decay
+  expect_backward_matches(one, {nullptr, 1.0f, true, false, 3, 16}, true, true, GetParam());
+}
+
+TEST_P(MpiForward, BackwardWithoutSlopeGradientEitherWay) {
+  if (ranks_of() < 2) GTEST_SKIP() << "one rank runs lightning::backward";
+  const Data d(2, 4, 2, 300, 16, 24);
+  // One item on three threads: cut along the sequence within a rank too (at least 8 blocks per
+  // thread: 1700 tokens over up to 4 ranks, blocks of 16), so a piece's final state is scanned there.
+  const Data one(1, 1, 1, 1700, 8, 8);
+  for (Way way : {Way::chosen, Way::corrected, Way::rerun}) {
+    expect_backward_matches(d, {kSlopes, 0.5f, true, false, 1, 32}, true, false, GetParam(), way);
+    expect_backward_matches(d, {kSlopes + 2, 1.0f, false, false, 2, 16}, false, false, GetParam(), way);
+    expect_backward_matches(one, {nullptr, 1.0f, true, false, 3, 16}, true, false, GetParam(), way);  // no decay
+  }
+}
+
+TEST(MpiBackwardWay, CorrectionsWhenTheWeightsUnderflowWithinAPiece) {
+  const float fast[] = {1.0f, 0.5f}, slow[] = {1e-3f, 1e-4f};
+  // Weights lambda^t underflow after about 87 / slope rows: the corrections stop there.
+  EXPECT_TRUE(detail::corrections_cheaper(fast, 2, 4, 16384, 3));
+  EXPECT_FALSE(detail::corrections_cheaper(slow, 2, 4, 16384, 3));
+  EXPECT_FALSE(detail::corrections_cheaper(nullptr, 2, 1, 16384, 2));  // no decay: every row
+  // Two ranks, one q head per k/v head: 2 products per corrected row (rank 0's dK and dV) against 1
+  // per updated row (the state, or the adjoint), so the weights must underflow within half the piece.
+  const float half[] = {87.4f / 9000}, third[] = {87.4f / 5000};
+  EXPECT_FALSE(detail::corrections_cheaper(half, 1, 1, 16384, 2));
+  EXPECT_TRUE(detail::corrections_cheaper(third, 1, 1, 16384, 2));
 }
 
 // Bad input on one rank, or a disagreement between ranks, throws on every rank with one message.

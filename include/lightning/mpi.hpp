@@ -12,7 +12,9 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -232,6 +234,136 @@ inline void copy_states(const View<const float>& from, const View<float>& to) {
       for (int64_t i = 0; i < to.seq; ++i) std::copy_n(from.row(b, g, i), to.dim, to.row(b, g, i));
 }
 
+/**
+ * Whether mpi::backward without d_slopes corrects rows (mpi_backward_corrected) rather than running
+ * each piece's state and adjoint updates first and then its backward from the true ones. Counted in
+ * d_k x d_v products per row, for the rank that pays most: the corrections take one per row while
+ * its weight lambda^t has not underflowed (at most `longest` rows, the longest piece), per q head
+ * for dQ (not on rank 0) and once each for dK and dV (not on the last rank); the updates take one
+ * per row of the piece for S (not on the last rank) and one per q head for the adjoint (not on rank 0).
+ */
+inline bool corrections_cheaper(const float* slopes, int64_t G, int64_t group, int64_t longest, int ranks) {
+  // With 2 ranks the first corrects dK and dV and the last dQ; from 3 on a middle rank does both.
+  const double per_corrected_row = ranks > 2 ? group + 2.0 : std::max<double>(2.0, group);
+  const double per_updated_row = ranks > 2 ? group + 1.0 : static_cast<double>(group);
+  double corrections = 0, updates = 0;
+  for (int64_t g = 0; g < G; ++g) {
+    const double slope = slopes ? static_cast<double>(slopes[g]) : 0.0;
+    // lambda^t = exp(-slope t) leaves the normal floats (decay_power's 0) past t = -ln(FLT_MIN) / slope.
+    const double rows = slope > 0 ? std::min<double>(longest, std::ceil(-std::log(FLT_MIN) / slope) + 1) : longest;
+    corrections += per_corrected_row * rows;
+    updates += per_updated_row * static_cast<double>(longest);
+  }
+  return corrections <= updates;
+}
+
+/**
+ * mpi::backward after its checks (ranks > 1), rerunning each piece from the true state and adjoint:
+ * each rank first computes its piece's final state from a zero state (rank 0: from state_in; the
+ * forward's state updates alone) and its adjoint from a zero gradient at its end (the last rank:
+ * from d_state_out; the reverse pass's updates alone), the states are scanned forward and the
+ * adjoints in reverse rank order, and then each rank runs lightning::backward on its piece with both.
+ * `slope_sum` (G floats, or null) gets d_slopes, summed over the ranks.
+ */
+template <class T>
+void mpi_backward_rerun(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, View<const T> d_o,
+                        View<T> dq, View<T> dk, View<T> dv, const Options& options, View<const float> state_in,
+                        View<const float> d_state_out, View<float> d_state_in, float* slope_sum, int64_t bytes) {
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &ranks);
+  const int last = ranks - 1;
+  const int64_t B = q.batch, G = k.heads, d_k = q.dim, d_v = v.dim, n = q.seq, size = d_k * d_v;
+  const int64_t block = block_for(options, d_k, d_v);
+  ScanElement fwd(n, B * G, G, size, options.slopes), fwd_in(0, B * G, G, size, options.slopes);
+  ScanElement adj(n, B * G, G, size, options.slopes), adj_out(0, B * G, G, size, options.slopes);
+  with_path(options.path, [&](auto path) {
+    constexpr Path P = decltype(path)::value;
+    MpiScanHandles h;
+    make_scan<P>(bytes, h);
+    // The piece's final state from a zero state (rank 0: from state_in): the forward without o, only
+    // its state updates. The last rank's goes to no other rank.
+    if (rank < last)
+      forward_all<P>(ForwardArgs<T>{q, k, v, View<T>(), rank == 0 ? state_in : View<const float>(),
+                                    state_view(fwd.states(), B, G, d_k, d_v), options.slopes, options.scale, block},
+                     options.threads);
+    // The piece's adjoint at its start from a zero gradient at its end (the last rank: from
+    // d_state_out): the reverse pass alone, only its updates of the adjoint. Rank 0's goes to no other
+    // rank. Both before either scan, so that no rank waits for another's state before its adjoint.
+    if (rank > 0)
+      backward_all<P>(BackwardArgs<T>{q, k, v, d_o, {}, {}, {}, {}, rank == last ? d_state_out : View<const float>(),
+                                      state_view(adj.states(), B, G, d_k, d_v), nullptr, options.slopes,
+                                      options.scale, block},
+                      options.threads, nullptr, 0);
+    exscan(fwd.bytes(), fwd_in.bytes(), bytes, h.type, h.op, comm);
+    // The same operator in reverse rank order: rank r receives the gradient of the state after its piece.
+    MPI_Comm reversed = MPI_COMM_NULL;
+    MPI_Comm_split(comm, 0, last - rank, &reversed);
+    exscan(adj.bytes(), adj_out.bytes(), bytes, h.type, h.op, reversed);
+    MPI_Comm_free(&reversed);
+  });
+  const View<const float> s_in = rank == 0 ? state_in : state_view(static_cast<const float*>(fwd_in.states()), B, G, d_k, d_v);
+  const View<const float> ds_out =
+      rank == last ? d_state_out : state_view(static_cast<const float*>(adj_out.states()), B, G, d_k, d_v);
+  lightning::backward(q, k, v, d_o, dq, dk, dv, options, s_in, ds_out, rank == 0 ? d_state_in : View<float>(),
+                      slope_sum);
+  if (slope_sum) MPI_Allreduce(MPI_IN_PLACE, slope_sum, static_cast<int>(G), MPI_FLOAT, MPI_SUM, comm);
+}
+
+/**
+ * mpi::backward without d_slopes, after its checks (ranks > 1): each rank runs both passes on its
+ * piece from a zero state and adjoint (rank 0 from state_in, the last rank from d_state_out), as
+ * backward_split's pieces do on threads, leaving S^T after the piece and the adjoint before it; the
+ * states are scanned forward and the adjoints in reverse rank order, and the rows are corrected
+ * (add_gradient_rows): a later rank's dQ, an earlier rank's dK and dV. Rank 0's d_state_in is its
+ * adjoint plus lambda^{n_0} times the gradient reaching the state after its piece.
+ */
+template <class T>
+void mpi_backward_corrected(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, View<const T> d_o,
+                            View<T> dq, View<T> dk, View<T> dv, const Options& options, View<const float> state_in,
+                            View<const float> d_state_out, View<float> d_state_in, int64_t bytes) {
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &ranks);
+  const int last = ranks - 1;
+  const int64_t B = q.batch, G = k.heads, d_k = q.dim, d_v = v.dim, n = q.seq, size = d_k * d_v, items = B * G;
+  ScanElement st(n, items, G, size, options.slopes), st_in(0, items, G, size, options.slopes);
+  ScanElement adj(n, items, G, size, options.slopes), adj_out(0, items, G, size, options.slopes);
+  BackwardArgs<T> local{q, k, v, d_o, dq, dk, dv, rank == 0 ? state_in : View<const float>(),
+                        rank == last ? d_state_out : View<const float>(), state_view(adj.states(), B, G, d_k, d_v),
+                        nullptr, options.slopes, options.scale,
+                        options.block_size ? options.block_size : default_backward_block_size(d_k, d_v, options.path)};
+  local.states_t_out = st.states();
+  const auto slope = [&](int64_t item) { return options.slopes ? static_cast<double>(options.slopes[item % G]) : 0.0; };
+  with_path(options.path, [&](auto path) {
+    constexpr Path P = decltype(path)::value;
+    MpiScanHandles h;
+    make_scan<P>(bytes, h);
+    backward_all<P>(local, options.threads, nullptr, 0);
+    exscan(st.bytes(), st_in.bytes(), bytes, h.type, h.op, comm);  // rank r > 0: S^T before its piece
+    MPI_Comm reversed = MPI_COMM_NULL;  // rank r < last: the gradient of the state after its piece
+    MPI_Comm_split(comm, 0, last - rank, &reversed);
+    exscan(adj.bytes(), adj_out.bytes(), bytes, h.type, h.op, reversed);
+    MPI_Comm_free(&reversed);
+    Floats g_t(rank < last ? static_cast<size_t>(items * size) : 0);  // its transposes, for dK
+    std::vector<GradientRows> lines;
+    for (int64_t i = 0; i < items; ++i) {
+      const float* g_out = rank < last ? adj_out.states() + i * size : nullptr;
+      if (g_out) transpose<P>(d_k, d_v, g_out, d_v, g_t.data() + i * size, d_k);
+      add_gradient_rows(lines, local, i / G, i % G, 0, n, slope(i), rank > 0 ? st_in.states() + i * size : nullptr,
+                        g_out, g_out ? g_t.data() + i * size : nullptr);
+    }
+    const int64_t rows = static_cast<int64_t>(lines.size()) * n;
+    correct_gradients<P>(local, worker_count(options.threads, (rows + local.block - 1) / local.block), lines);
+    if (rank == 0 && !d_state_in.absent())
+      for (int64_t i = 0; i < items; ++i) {
+        float* r = adj.states() + i * size;
+        combine_states<P>(size, adj_out.states() + i * size, r, slope(i), n);
+        for (int64_t c = 0; c < d_k; ++c) std::copy_n(r + c * d_v, d_v, d_state_in.row(i / G, i % G, c));
+      }
+  });
+}
+
 }  // namespace detail
 
 namespace mpi {
@@ -357,15 +489,19 @@ void forward(MPI_Comm comm, View<T> q, View<T> k, View<T> v, View<T> o, const Op
  * the gradient with respect to options.slopes summed over the whole sequence, on every rank that
  * passes it.
  *
- * How: each rank computes its piece's final state from a zero state (a forward of its piece whose
- * outputs go to a scratch of a few blocks), and the states are scanned as in forward() to give each
- * piece its true initial state; each rank computes its piece's adjoint from a zero gradient at its
- * end (the reverse pass of the tiled backward only: lambda^{n_r} dS + sum_i scale lambda^{i+1}
- * q_i^T do_i), and these are scanned in reverse rank order with the same operator to give each
- * piece the gradient of its final state; then each rank runs lightning::backward on its piece with
- * both. Communication: the checks' MPI_Allreduce, MPI_Comm_split (the reversed order), two
- * exclusive scans (detail::exscan) of scan_bytes() elements, and an MPI_Allreduce of G floats when d_slopes is asked
- * for; nothing grows with n. Work per rank: a forward and about 1.5 backwards of its piece.
+ * How, in one of two ways, chosen alike on every rank (corrections_cheaper):
+ * - each rank runs the backward on its piece from a zero state and adjoint, the pieces' final states
+ *   and adjoints are scanned, and the rows whose weights have not underflowed are corrected
+ *   (mpi_backward_corrected): a backward of the piece, and on a middle rank group + 2 d_k x d_v
+ *   products (group: q heads per k/v head) for each row whose weight has not underflowed (the
+ *   forward takes group + 1 per row): little when the heads decay within a piece;
+ * - or each rank first computes its piece's final state and adjoint from zero (the forward's and
+ *   the reverse pass's state updates alone), they are scanned, and each rank runs the backward of
+ *   its piece from the true ones (mpi_backward_rerun): a backward and, on a middle rank, group + 1
+ *   products for every row; always so with d_slopes, which needs the true states within each piece.
+ * Communication: the checks' MPI_Allreduce, MPI_Comm_split (the reversed order), two exclusive scans
+ * (detail::exscan) of scan_bytes() elements, and an MPI_Allreduce of G floats when d_slopes is asked
+ * for; nothing grows with n.
  */
 template <class T>
 void backward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, View<const T> d_o, View<T> dq,
@@ -391,7 +527,7 @@ void backward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, 
   const std::vector<int64_t> agreed = detail::mpi_agree(
       comm, all, rank, ranks, error, fields,
       {!state_in.absent() && rank > 0 ? rank : -1, !d_state_out.absent() && rank < last ? rank : -1,
-       !d_state_in.absent() && rank > 0 ? rank : -1, d_slopes ? 1 : 0});
+       !d_state_in.absent() && rank > 0 ? rank : -1, d_slopes ? 1 : 0, q.seq});
   if (agreed[0] > 0)
     detail::fail(all, "state_in is given on rank ", agreed[0], ": only rank 0 holds the sequence's initial state");
   if (agreed[1] >= 0)
@@ -400,10 +536,10 @@ void backward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, 
   if (agreed[2] > 0)
     detail::fail(all, "d_state_in is given on rank ", agreed[2], ": only rank 0 receives the gradient of the initial state");
   const bool slopes_wanted = agreed[3] != 0;
+  const int64_t longest = agreed[4];
 
-  const int64_t B = q.batch, G = k.heads, H = q.heads, d_k = q.dim, d_v = v.dim, n = q.seq, size = d_k * d_v;
-  const int64_t bytes = detail::checked_scan_bytes(all, B, G, d_k, d_v);
-  const int64_t block = detail::block_for(options, d_k, d_v);
+  const int64_t G = k.heads;
+  const int64_t bytes = detail::checked_scan_bytes(all, q.batch, G, q.dim, v.dim);
   std::vector<float> slope_sum(static_cast<size_t>(G), 0.0f);
   if (ranks == 1) {
     lightning::backward(q, k, v, d_o, dq, dk, dv, options, state_in, d_state_out, d_state_in,
@@ -411,44 +547,12 @@ void backward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, 
     if (d_slopes) std::copy(slope_sum.begin(), slope_sum.end(), d_slopes);
     return;
   }
-  detail::ScanElement fwd(n, B * G, G, size, options.slopes), fwd_in(0, B * G, G, size, options.slopes);
-  detail::ScanElement adj(n, B * G, G, size, options.slopes), adj_out(0, B * G, G, size, options.slopes);
-  const View<float> fwd_states = state_view(fwd.states(), B, G, d_k, d_v);
-  detail::with_path(options.path, [&](auto path) {
-    constexpr Path P = decltype(path)::value;
-    detail::MpiScanHandles h;
-    detail::make_scan<P>(bytes, h);
-    // The piece's final state from a zero state (rank 0: from state_in), its outputs discarded a chunk at a time.
-    const int64_t chunk = block * std::max<int64_t>(1, 2048 / block);
-    std::vector<T> scratch(static_cast<size_t>(B * H * std::min(chunk, n) * d_v));
-    for (int64_t t0 = 0;; t0 += chunk) {
-      const int64_t len = std::min(chunk, n - t0);
-      const View<const float> from = t0 > 0 ? View<const float>(fwd_states) : rank == 0 ? state_in : View<const float>();
-      const detail::ForwardArgs<T> args{detail::token_range(q, t0, len), detail::token_range(k, t0, len),
-                                        detail::token_range(v, t0, len), bhnd(scratch.data(), B, H, len, d_v),
-                                        from, fwd_states, options.slopes, options.scale, block};
-      detail::forward_all<P>(args, options.threads);
-      if (t0 + chunk >= n) break;
-    }
-    detail::exscan(fwd.bytes(), fwd_in.bytes(), bytes, h.type, h.op, comm);
-    // The piece's adjoint at its start from a zero gradient at its end (the last rank: from d_state_out).
-    const detail::BackwardArgs<T> local{q, k, v, d_o, {}, {}, {}, {}, rank == last ? d_state_out : View<const float>(),
-                                        state_view(adj.states(), B, G, d_k, d_v), nullptr, options.slopes,
-                                        options.scale, block};
-    detail::backward_all<P>(local, options.threads, nullptr, 0);
-    // The same operator in reverse rank order: rank r receives the gradient of the state after its piece.
-    MPI_Comm reversed = MPI_COMM_NULL;
-    MPI_Comm_split(comm, 0, last - rank, &reversed);
-    detail::exscan(adj.bytes(), adj_out.bytes(), bytes, h.type, h.op, reversed);
-    MPI_Comm_free(&reversed);
-  });
-  const View<const float> s_in = rank == 0 ? state_in : state_view(static_cast<const float*>(fwd_in.states()), B, G, d_k, d_v);
-  const View<const float> ds_out =
-      rank == last ? d_state_out : state_view(static_cast<const float*>(adj_out.states()), B, G, d_k, d_v);
-  lightning::backward(q, k, v, d_o, dq, dk, dv, options, s_in, ds_out, rank == 0 ? d_state_in : View<float>(),
-                      slopes_wanted ? slope_sum.data() : nullptr);
-  if (slopes_wanted)
-    MPI_Allreduce(MPI_IN_PLACE, slope_sum.data(), static_cast<int>(G), MPI_FLOAT, MPI_SUM, comm);
+  if (!slopes_wanted && detail::corrections_cheaper(options.slopes, G, q.heads / G, longest, ranks)) {
+    detail::mpi_backward_corrected(comm, q, k, v, d_o, dq, dk, dv, options, state_in, d_state_out, d_state_in, bytes);
+    return;
+  }
+  detail::mpi_backward_rerun(comm, q, k, v, d_o, dq, dk, dv, options, state_in, d_state_out, d_state_in,
+                             slopes_wanted ? slope_sum.data() : nullptr, bytes);
   if (d_slopes) std::copy(slope_sum.begin(), slope_sum.end(), d_slopes);
 }
 

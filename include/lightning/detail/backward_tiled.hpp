@@ -54,6 +54,9 @@ struct BackwardArgs {
   const float* slopes;
   float scale;
   int64_t block;
+  // Null, or S^T after the tokens (from state_in or zero) per (batch, k/v head) item, d_v x d_k each
+  // [batch G, d_v, d_k]: a piece's own final state for a sequence split elsewhere (mpi::backward).
+  float* states_t_out = nullptr;
 };
 
 /**
@@ -350,7 +353,8 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
       transpose<P>(m, dv, V, ldv, w.vwt.data(), ldp, w.to_end_weighted.data());
     }
-    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+    // Without dQ and d_slopes only S is wanted (a piece's final state, states_t_out): no q head's terms.
+    for (int64_t h = g * group; h < (need_dq || need_ds ? g + 1 : g) * group; ++h) {
       int64_t ldq = 0, ldo;
       const float* Q = need_ds ? rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq) : nullptr;  // read only for d_slopes
       const float* dO = rows_as_floats<P>(a.d_o, b, h, t0, m, w.d_o, ldo);
@@ -668,6 +672,57 @@ View<T> state_entry(const View<T>& x, int64_t s) {
 }
 
 /**
+ * A line of gradient rows computed from a zero state or adjoint, to be corrected (correct_rows):
+ * rows [begin, end) of batch entry b, head `head`, of dQ (from d_o and S^T, the true state before
+ * the rows' piece; Lag{piece begin}), dK (from v and G^T) or dV (from k and G), G the gradient of the
+ * state after the piece (Lag{piece end, true}).
+ */
+struct GradientRows {
+  enum Kind { dq, dk, dv } kind;
+  int64_t b, head, begin, end;
+  const float* matrix;
+  double slope;
+  Lag lag;
+};
+
+/**
+ * Appends the lines of item (b, g)'s tokens [begin, end) that `a` asks for: dQ's (one per q head of
+ * the group) when the true state before them, st_in (S^T, d_v x d_k), is given; dK's and dV's when
+ * the gradient of the state after them is, as g_out (d_k x d_v) and its transpose gt_out.
+ */
+template <class T>
+void add_gradient_rows(std::vector<GradientRows>& lines, const BackwardArgs<T>& a, int64_t b, int64_t g,
+                       int64_t begin, int64_t end, double slope, const float* st_in, const float* g_out,
+                       const float* gt_out) {
+  const int64_t group = a.q.heads / a.k.heads;
+  if (st_in && !a.dq.absent())
+    for (int64_t h = g * group; h < (g + 1) * group; ++h)
+      lines.push_back({GradientRows::dq, b, h, begin, end, st_in, slope, Lag{begin, false}});
+  if (g_out && !a.dk.absent()) lines.push_back({GradientRows::dk, b, g, begin, end, gt_out, slope, Lag{end, true}});
+  if (g_out && !a.dv.absent()) lines.push_back({GradientRows::dv, b, g, begin, end, g_out, slope, Lag{end, true}});
+}
+
+/** Corrects the lines' rows, laid end to end and cut into equal shares over `workers` threads. */
+template <Path P, class T>
+void correct_gradients(const BackwardArgs<T>& a, int workers, const std::vector<GradientRows>& lines) {
+  std::vector<int64_t> lengths;
+  for (const GradientRows& l : lines) lengths.push_back(l.end - l.begin);
+  parallel_for(workers, workers, [&](int, int64_t share) {
+    Floats scratch;
+    for_share_of_runs(lengths, workers, share, [&](size_t r, int64_t from, int64_t to) {
+      const GradientRows& l = lines[r];
+      const int64_t r0 = l.begin + from, r1 = l.begin + to;
+      if (l.kind == GradientRows::dq)
+        correct_rows<P>(a.d_o, a.dq, l.b, l.head, r0, r1, l.matrix, l.slope, a.scale, l.lag, a.block, scratch);
+      else if (l.kind == GradientRows::dk)
+        correct_rows<P>(a.v, a.dk, l.b, l.head, r0, r1, l.matrix, l.slope, 1.0f, l.lag, a.block, scratch);
+      else
+        correct_rows<P>(a.k, a.dv, l.b, l.head, r0, r1, l.matrix, l.slope, 1.0f, l.lag, a.block, scratch);
+    });
+  });
+}
+
+/**
  * The sequence-parallel backward over `workers` threads, for a call without d_slopes: the (batch, k/v
  * head) items laid end to end are cut into equal shares (`pieces`, split_line). Each piece runs both
  * passes on its own tokens, pass 1 from a zero state (an item's first piece from state_in) and pass 2
@@ -676,19 +731,21 @@ View<T> state_entry(const View<T>& x, int64_t s) {
  * rows are corrected, shared out evenly again: a later piece's dQ by c lambda^{i+1} dO S_in^T, an
  * earlier piece's dK and dV by lambda^{m-1-j} V G^T and lambda^{m-1-j} K G, G the gradient of the
  * state after the piece (m its length, i and j rows within it); dS_in is the scanned adjoint before
- * an item's first piece.
+ * an item's first piece, and a.states_t_out, if given, the scanned state after its last.
  */
 template <Path P, class T>
 void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Piece>& pieces, bool pass1,
                     bool pass2) {
-  const int64_t G = a.k.heads, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / G, size = dk * dv;
+  const int64_t G = a.k.heads, dk = a.q.dim, dv = a.v.dim, size = dk * dv;
   const size_t np = pieces.size();
   const auto at = [&](Floats& x, size_t p) { return x.data() + p * static_cast<size_t>(size); };
   const auto first = [&](size_t p) { return p == 0 || pieces[p - 1].item != pieces[p].item; };
   const auto last = [&](size_t p) { return p + 1 == np || pieces[p + 1].item != pieces[p].item; };
   const auto slope = [&](size_t p) { return a.slopes ? static_cast<double>(a.slopes[pieces[p].item % G]) : 0.0; };
-  // Per piece: S^T after it (pass 1; not for an item's last piece) and the adjoint before it (pass 2),
-  // then its transpose for dK's correction.
+  // S^T after an item's last piece: a.states_t_out's, if asked for.
+  const auto final_st = [&](size_t p) { return a.states_t_out ? a.states_t_out + pieces[p].item * size : nullptr; };
+  // Per piece: S^T after it (pass 1; an item's last piece's in final_st) and the adjoint before it
+  // (pass 2), then its transpose for dK's correction.
   Floats states(pass1 ? np * static_cast<size_t>(size) : 0), adjoints(pass2 ? np * static_cast<size_t>(size) : 0);
   Floats adjoints_t(pass2 ? np * static_cast<size_t>(size) : 0);
   std::vector<BackwardWorkspace> ws = block_workspaces<P, BackwardWorkspace>(
@@ -704,15 +761,16 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
       piece.d_state_in = pass2 ? View<float>(at(adjoints, p), 1, 1, dk, dv, 0, 0, dv) : View<float>();
       BackwardWorkspace& w = ws[static_cast<size_t>(thread)];
       w.decay.fill(slope(p), a.scale, w.block);
-      if (pass1) backward_forward_pass<P>(piece, b, g, w, last(p) ? nullptr : at(states, p));
+      if (pass1) backward_forward_pass<P>(piece, b, g, w, last(p) ? final_st(p) : at(states, p));
       if (pass2) backward_reverse_pass<P>(piece, b, g, w);
     }
   });
   // The scans, in place: states[p] becomes S^T after piece p, adjoints[p] the gradient of the state
   // before it (the true dS_in at an item's first piece).
   for (size_t p = 0; p < np; ++p)
-    if (pass1 && !first(p) && !last(p))
-      combine_states<P>(size, at(states, p - 1), at(states, p), slope(p), pieces[p].end - pieces[p].begin);
+    if (pass1 && !first(p) && (!last(p) || final_st(p)))
+      combine_states<P>(size, at(states, p - 1), last(p) ? final_st(p) : at(states, p), slope(p),
+                        pieces[p].end - pieces[p].begin);
   if (pass2)
     for (size_t p = np; p-- > 0;) {
       if (!last(p)) {
@@ -723,43 +781,15 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
         for (int64_t i = 0; i < dk; ++i)
           std::copy_n(at(adjoints, p) + i * dv, dv, a.d_state_in.row(pieces[p].item / G, pieces[p].item % G, i));
     }
-  // The corrections, one line of rows (each row one product with a d_k x d_v matrix) cut into equal shares.
-  enum Kind { dq_rows, dk_rows, dv_rows };
-  struct Job {
-    size_t piece;
-    Kind kind;
-    int64_t head;
-  };
-  std::vector<Job> jobs;
-  std::vector<int64_t> lengths;  // each job's rows: its piece's
+  // The corrections: each row one product with a d_k x d_v matrix.
+  std::vector<GradientRows> lines;
   for (size_t p = 0; p < np; ++p) {
-    const int64_t g = pieces[p].item % G;
-    if (pass1 && !first(p))
-      for (int64_t h = g * group; h < (g + 1) * group; ++h) jobs.push_back({p, dq_rows, h});
-    if (pass2 && !last(p)) {
-      if (!a.dk.absent()) jobs.push_back({p, dk_rows, g});
-      if (!a.dv.absent()) jobs.push_back({p, dv_rows, g});
-    }
-    lengths.resize(jobs.size(), pieces[p].end - pieces[p].begin);
+    const bool after = pass2 && !last(p);
+    add_gradient_rows(lines, a, pieces[p].item / G, pieces[p].item % G, pieces[p].begin, pieces[p].end, slope(p),
+                      pass1 && !first(p) ? at(states, p - 1) : nullptr, after ? at(adjoints, p + 1) : nullptr,
+                      after ? at(adjoints_t, p + 1) : nullptr);
   }
-  parallel_for(workers, workers, [&](int, int64_t share) {
-    Floats scratch;
-    for_share_of_runs(lengths, workers, share, [&](size_t r, int64_t from, int64_t to) {
-      const Job& j = jobs[r];
-      const Piece& pc = pieces[j.piece];
-      const int64_t b = pc.item / G, r0 = pc.begin + from, r1 = pc.begin + to;
-      const Lag back{pc.end, true};
-      if (j.kind == dq_rows)
-        correct_rows<P>(a.d_o, a.dq, b, j.head, r0, r1, at(states, j.piece - 1), slope(j.piece), a.scale,
-                        Lag{pc.begin, false}, a.block, scratch);
-      else if (j.kind == dk_rows)
-        correct_rows<P>(a.v, a.dk, b, j.head, r0, r1, at(adjoints_t, j.piece + 1), slope(j.piece), 1.0f, back,
-                        a.block, scratch);
-      else
-        correct_rows<P>(a.k, a.dv, b, j.head, r0, r1, at(adjoints, j.piece + 1), slope(j.piece), 1.0f, back,
-                        a.block, scratch);
-    });
-  });
+  correct_gradients<P>(a, workers, lines);
 }
 
 /**
@@ -773,7 +803,7 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
   // Without tokens only dS_in and d_slopes have elements. A call that writes nothing returns before
   // it counts or sizes anything, however many batch entries and heads it names (nothing_to_write).
   const bool tokens = (offsets ? offsets[num_seqs] : a.q.seq) > 0;
-  const bool pass1 = (tokens && !a.dq.absent()) || a.d_slopes;
+  const bool pass1 = (tokens && !a.dq.absent()) || a.d_slopes || a.states_t_out;
   const bool pass2 = (tokens && (!a.dk.absent() || !a.dv.absent())) || !a.d_state_in.absent();
   if (!pass1 && !pass2) return;
   const int64_t items = (offsets ? num_seqs : a.q.batch) * a.k.heads;
@@ -799,7 +829,8 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
     const int64_t pb = offsets ? 0 : b;
     BackwardWorkspace& w = ws[static_cast<size_t>(worker)];
     w.decay.fill(a.slopes ? a.slopes[g] : 0.0, a.scale, w.block);  // the lags of its blocks (forward_group)
-    if (pass1) backward_forward_pass<P>(piece, pb, g, w);
+    if (pass1)
+      backward_forward_pass<P>(piece, pb, g, w, a.states_t_out ? a.states_t_out + item * a.q.dim * a.v.dim : nullptr);
     if (pass2) backward_reverse_pass<P>(piece, pb, g, w);
   });
 }

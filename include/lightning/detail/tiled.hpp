@@ -184,6 +184,8 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar;
   const bool stream_o = streams<P>(a.o);  // then o's lines are neither prefetched nor read before the writes
+  // Without o only the state is computed (mpi::backward's pieces): no q head is read.
+  const int64_t heads = a.o.absent() ? 0 : group, h_begin = g * group, h_end = h_begin + heads;
 
   for (int64_t t0 = t_begin; t0 < t_end; t0 += a.block) {
     const int64_t m = std::min(a.block, t_end - t0);
@@ -193,20 +195,20 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     if (ahead < t_end) {
       pf.add(a.k, b, g, ahead, false);
       pf.add(a.v, b, g, ahead, false);
-      for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+      for (int64_t h = h_begin; h < h_end; ++h) {
         pf.add(a.q, b, h, ahead, false);
         if (!stream_o) pf.add(a.o, b, h, ahead, true);
       }
     }
     // Over this block's register tiles, so that the requests end with the state update.
-    pf.spread(group * (triangle_tile_count<P>(false, m, ldp) + tile_count<P>(m, dv)) + tile_count<P>(dk, dv));
+    pf.spread(heads * (triangle_tile_count<P>(false, m, ldp) + tile_count<P>(m, dv)) + tile_count<P>(dk, dv));
     // The block's keys and values: fp32 in place (row stride ldk, ldv), 16-bit storage widened first.
     int64_t ldk, ldv;
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     // K^T plain and decayed towards the block's end: row j of K scaled by pow[m - 1 - j] = rev[j - m + 1].
     transpose_dual<P>(m, dk, K, ldk, w.kt.data(), ldp, w.kdt.data(), ldp, rev - m + 1);
-    for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+    for (int64_t h = h_begin; h < h_end; ++h) {
       int64_t ldq;
       const float* Q = rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq);
       // The scale meets q first, as in c q_t S_t: q S alone may overflow where c q S does not.
@@ -295,8 +297,10 @@ void forward_split(const ForwardArgs<T>& a, int workers, const std::vector<Piece
     float* s = states.data() + p * static_cast<size_t>(size);
     if (p > 0 && pieces[p - 1].item == pieces[p].item) {
       combine_states<P>(size, s - size, s, a.slopes ? a.slopes[g] : 0.0, pieces[p].end - pieces[p].begin);
-      corrected.push_back(p);
-      lengths.push_back(pieces[p].end - pieces[p].begin);
+      if (!a.o.absent()) {
+        corrected.push_back(p);
+        lengths.push_back(pieces[p].end - pieces[p].begin);
+      }
     }
     if (!a.state_out.absent() && (p + 1 == pieces.size() || pieces[p + 1].item != pieces[p].item))
       for (int64_t i = 0; i < dk; ++i) std::copy_n(s + i * dv, dv, a.state_out.row(pieces[p].item / G, g, i));
