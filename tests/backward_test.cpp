@@ -203,7 +203,7 @@ TEST_P(Backward, GroupedHeads) {
 TEST_P(Backward, ThreadsGiveTheSameBits) {
   Problem a({3, 7, 7, 200, 16, 8, 32}), b({3, 7, 7, 200, 16, 8, 32});
   a.run(GetParam(), 1);
-  b.run(GetParam(), 0);
+  b.run(GetParam(), 7);  // 21 items: whole items on 7 threads (not cut along the sequence)
   EXPECT_EQ(a.dq, b.dq);
   EXPECT_EQ(a.dk, b.dk);
   EXPECT_EQ(a.dv, b.dv);
@@ -505,45 +505,59 @@ TEST_P(Backward, SlopeGradientAtScaleZeroWithMagnitude1e15) {
 LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);
 
 // The sequence-parallel backward (detail::backward_split): threads along the sequence when the
-// (batch, k/v head) items do not share out evenly over them, for calls without d_slopes. Against the
-// double reference and one thread; then hand-made plans given to backward_split itself, so that the
-// split runs whatever the rule for taking it says.
+// (batch, k/v head) items do not share out evenly over them. Against the double reference and one
+// thread; then hand-made plans given to backward_split itself, in both of its ways (rows corrected,
+// pieces rerun), so that the split runs whatever the rules for taking it say.
 struct Gradients {
-  std::vector<float> dq, dk, dv, ds0;
+  std::vector<float> dq, dk, dv, ds0, dsl;
 };
 
-/** p's backward without d_slopes, on `threads` threads, or by backward_split with `plan` on 3 workers. */
-Gradients run_without_slope_gradient(Problem& p, Path path, int threads,
-                                     const std::vector<detail::Piece>* plan = nullptr) {
+/**
+ * p's backward (with d_slopes when `slope_gradient`), on `threads` threads, or by backward_split
+ * with `plan` on 3 workers, rerunning its pieces or correcting rows as `rerun` says.
+ */
+Gradients run_threads(Problem& p, Path path, int threads, bool slope_gradient,
+                      const std::vector<detail::Piece>* plan = nullptr, bool rerun = false) {
   const Case& c = p.c;
   Options opt = p.options(path);
   opt.threads = threads;
   Gradients g{std::vector<float>(p.q.size(), -7.0f), std::vector<float>(p.k.size(), -7.0f),
-              std::vector<float>(p.v.size(), -7.0f), std::vector<float>(p.s0.size(), -7.0f)};
+              std::vector<float>(p.v.size(), -7.0f), std::vector<float>(p.s0.size(), -7.0f),
+              std::vector<float>(static_cast<size_t>(c.kv_heads), -7.0f)};
   const View<float> dq = p.out(g.dq, c.q_heads, c.dk), dk = p.out(g.dk, c.kv_heads, c.dk),
                     dv = p.out(g.dv, c.kv_heads, c.dv);
   const View<float> ds0 = state_view(g.ds0.data(), c.batch, c.kv_heads, c.dk, c.dv);
   if (!plan) {
-    backward(p.qv(), p.kv(), p.vv(), p.dov(), dq, dk, dv, opt, p.s0v(), p.ds1v(), ds0);
+    backward(p.qv(), p.kv(), p.vv(), p.dov(), dq, dk, dv, opt, p.s0v(), p.ds1v(), ds0,
+             slope_gradient ? g.dsl.data() : nullptr);
   } else {
+    std::vector<double> parts(static_cast<size_t>(c.batch * c.kv_heads));
     const detail::BackwardArgs<float> args{p.qv(), p.kv(), p.vv(), p.dov(), dq, dk, dv, p.s0v(), p.ds1v(), ds0,
-                                           nullptr, kSlopes, c.scale, c.block};
-    detail::with_path(path, [&](auto q) { detail::backward_split<decltype(q)::value>(args, 3, *plan, true, true); });
+                                           slope_gradient ? parts.data() : nullptr, kSlopes, c.scale, c.block};
+    detail::with_path(path, [&](auto q) { detail::backward_split<decltype(q)::value>(args, 3, *plan, true, true, rerun); });
+    if (slope_gradient)
+      for (int64_t h = 0; h < c.kv_heads; ++h) {
+        double sum = 0;
+        for (int64_t b = 0; b < c.batch; ++b) sum += parts[static_cast<size_t>(b * c.kv_heads + h)];
+        g.dsl[static_cast<size_t>(h)] = static_cast<float>(sum);
+      }
   }
   return g;
 }
 
 class BackwardSequenceParallel : public ::testing::TestWithParam<Path> {
  protected:
-  void expect_close(const Case& c, int threads, const std::vector<detail::Piece>* plan = nullptr) {
+  void expect_close(const Case& c, int threads, const std::vector<detail::Piece>* plan = nullptr, bool rerun = false,
+                    bool slope_gradient = false) {
     Problem p(c);
-    const Gradients one = run_without_slope_gradient(p, GetParam(), 1),
-                    many = run_without_slope_gradient(p, GetParam(), threads, plan);
+    const Gradients one = run_threads(p, GetParam(), 1, slope_gradient),
+                    many = run_threads(p, GetParam(), threads, slope_gradient, plan, rerun);
     const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
     const std::string what = "B=" + std::to_string(c.batch) + " H=" + std::to_string(c.q_heads) + "/" +
                              std::to_string(c.kv_heads) + " n=" + std::to_string(c.n) + " threads=" +
-                             std::to_string(threads) + (plan ? " (plan)" : "") +
-                             " state_in=" + std::to_string(c.state_in) + " d_state_out=" + std::to_string(c.d_state_out);
+                             std::to_string(threads) + (plan ? rerun ? " (plan, rerun)" : " (plan, corrected)" : "") +
+                             " state_in=" + std::to_string(c.state_in) + " d_state_out=" + std::to_string(c.d_state_out) +
+                             (slope_gradient ? " with d_slopes" : "");
     const auto both = [&](const char* name, const std::vector<float>& got, const std::vector<float>& alone,
                           const std::vector<double>& want, const View<float>& layout) {
       const std::vector<float> g = layout.data ? contiguous(layout) : got;
@@ -556,33 +570,63 @@ class BackwardSequenceParallel : public ::testing::TestWithParam<Path> {
     both("dk", m.dk, one.dk, ref.dk, p.out(m.dk, c.kv_heads, c.dk));
     both("dv", m.dv, one.dv, ref.dv, p.out(m.dv, c.kv_heads, c.dv));
     both("d_state_in", m.ds0, one.ds0, ref.d_state_in, View<float>());
+    if (slope_gradient)
+      both("d_slopes", m.dsl, one.dsl, ref.d_slopes, View<float>());
+    else
+      EXPECT_EQ(m.dsl, std::vector<float>(m.dsl.size(), -7.0f)) << what;
   }
 };
 
 TEST_P(BackwardSequenceParallel, OneItemManyThreads) {
-  // One k/v head (slope 0: every correction reaches every row of its piece), MQA, d_k != d_v.
-  for (int threads : {2, 3, 5}) expect_close({1, 3, 1, 700, 16, 24, 16}, threads);
-  expect_close({1, 1, 1, 1000, 8, 8, 16, Layout::bnhd, false, false}, 2);
+  // One k/v head (slope 0: every correction would reach every row of its piece, so the pieces
+  // rerun), MQA, d_k != d_v; with and without d_slopes.
+  for (bool slope_gradient : {false, true}) {
+    for (int threads : {2, 3, 5}) expect_close({1, 3, 1, 700, 16, 24, 16}, threads, nullptr, false, slope_gradient);
+    expect_close({1, 1, 1, 1000, 8, 8, 16, Layout::bnhd, false, false}, 2, nullptr, false, slope_gradient);
+  }
 }
 
 TEST_P(BackwardSequenceParallel, ItemsNotAMultipleOfThreads) {
   // Slopes 0, 1e-6, 0.05, 8 and 30 on the k/v heads: strong decays end the corrections early.
-  expect_close({3, 2, 2, 400, 8, 8, 16}, 4);
-  expect_close({1, 10, 5, 500, 16, 8, 16, Layout::bhnd, true, false}, 3);
-  expect_close({2, 6, 3, 300, 8, 16, 16, Layout::bnhd, false, true, 0.5f}, 4);
+  for (bool slope_gradient : {false, true}) {
+    expect_close({3, 2, 2, 400, 8, 8, 16}, 4, nullptr, false, slope_gradient);
+    expect_close({1, 10, 5, 500, 16, 8, 16, Layout::bhnd, true, false}, 3, nullptr, false, slope_gradient);
+    expect_close({2, 6, 3, 300, 8, 16, 16, Layout::bnhd, false, true, 0.5f}, 4, nullptr, false, slope_gradient);
+  }
 }
 
 TEST_P(BackwardSequenceParallel, HandMadePlans) {
-  // Uneven, empty and one-token pieces, several pieces of an item on one worker.
+  // Uneven, empty and one-token pieces, several pieces of an item on one worker; both ways, and the
+  // rerun also with d_slopes (summed over an item's pieces).
   const std::vector<std::vector<detail::Piece>> plans = {
       {{0, 0, 1, 0}, {0, 1, 1, 1}, {0, 1, 300, 1}, {0, 300, 301, 0}, {1, 0, 301, 2}},
       {{0, 0, 0, 1}, {0, 0, 17, 2}, {0, 17, 200, 0}, {0, 200, 301, 2}, {1, 0, 150, 2}, {1, 150, 151, 0},
        {1, 151, 301, 1}},
   };
-  for (const auto& plan : plans) {
-    expect_close({1, 4, 2, 301, 16, 8, 16}, 3, &plan);
-    expect_close({2, 1, 1, 301, 8, 16, 24, Layout::bhnd, false, true}, 3, &plan);
-  }
+  for (const auto& plan : plans)
+    for (auto [rerun, slope_gradient] : {std::pair{false, false}, {true, false}, {true, true}}) {
+      expect_close({1, 4, 2, 301, 16, 8, 16}, 3, &plan, rerun, slope_gradient);
+      expect_close({2, 1, 1, 301, 8, 16, 24, Layout::bhnd, false, true}, 3, &plan, rerun, slope_gradient);
+    }
+}
+
+TEST(BackwardSequenceParallelWay, RerunWhenCorrectionsWouldReachMostRows) {
+  // One item of 16384 tokens on 2 workers, one q head: rerunning costs the busier worker one
+  // product per row of its piece (8192); correcting costs 3 per row before the weight underflows
+  // (dQ of the second piece, dK and dV of the first), shared by both workers.
+  const std::vector<float> none;
+  const auto args = [&](const float* slopes) {
+    const auto x = bhnd<const float>(none.data(), 1, 1, 16384, 8);
+    const auto y = bhnd<float>(nullptr, 1, 1, 16384, 8);
+    return detail::BackwardArgs<float>{x, x, x, x, y, y, y, {}, {}, {}, nullptr, slopes, 1.0f, 16};
+  };
+  const std::vector<detail::Piece> halves = {{0, 0, 8192, 0}, {0, 8192, 16384, 1}};
+  const float none_decay[] = {0.0f}, slow[] = {87.4f / 6000}, fast[] = {87.4f / 5000};
+  EXPECT_TRUE(detail::rerun_cheaper(args(none_decay), 2, halves, true, true));
+  EXPECT_TRUE(detail::rerun_cheaper(args(nullptr), 2, halves, true, true));
+  EXPECT_TRUE(detail::rerun_cheaper(args(slow), 2, halves, true, true));    // 3 x 5997 / 2 > 8192
+  EXPECT_FALSE(detail::rerun_cheaper(args(fast), 2, halves, true, true));   // 3 x 4997 / 2 < 8192
+  EXPECT_FALSE(detail::rerun_cheaper(args(none_decay), 2, halves, false, true));  // no dQ: 2 per row
 }
 
 // 16-bit storage on threads along the sequence: a corrected row is rounded after its piece's passes
@@ -594,7 +638,7 @@ void expect_half_split_close(Path path, double unit_roundoff) {
   const Case c{1, 2, 1, 600, 16, 8, 16};
   Problem p(c);
   for (auto* x : {&p.q, &p.k, &p.v, &p.d_o}) *x = to_floats(to_storage<T>(*x));
-  const Gradients want = run_without_slope_gradient(p, path, 1);
+  const Gradients want = run_threads(p, path, 1, false);
   const auto q = to_storage<T>(p.q), k = to_storage<T>(p.k), v = to_storage<T>(p.v), d_o = to_storage<T>(p.d_o);
   std::vector<T> dq(q.size()), dk(k.size()), dv(v.size());
   std::vector<float> ds0(p.s0.size());
@@ -826,8 +870,8 @@ TEST(BackwardReference, MatchesFiniteDifferences) {
 // block in the prefetcher, whose stream for the stash of P~ had no columns (group 0); dV was left
 // unwritten and dS_in undecayed.
 TEST(BackwardEdges, NoQueryHeads) {
-  // N = 200: on 3 threads without d_slopes the two items are cut along the sequence (backward_split),
-  // whose pieces of q, d_o and dq (null data, no heads) once added an offset to a null pointer (UBSan).
+  // N = 200: on 3 threads the two items are cut along the sequence (backward_split), whose pieces of
+  // q, d_o and dq (null data, no heads) once added an offset to a null pointer (UBSan).
   constexpr int64_t B = 1, G = 2, N = 200, DK = 5, DV = 3;
   const std::vector<float> none, slopes{0.3f, 0.05f};
   const auto k = randn(B * G * N * DK, 1, 1), v = randn(B * G * N * DV, 1, 2);
@@ -846,19 +890,16 @@ TEST(BackwardEdges, NoQueryHeads) {
         opt.block_size = 16;
         opt.slopes = slopes.data();
         opt.threads = split ? 3 : 1;
-        if (split) dsl.assign(G, 0.0f);  // not asked for
         backward(qo(DK), kv(k, DK), kv(v, DV), qo(DV), bhnd(dq.data(), B, 0, N, DK), bhnd(dk.data(), B, G, N, DK),
                  bhnd(dv.data(), B, G, N, DV), opt, st(s0), with_ds1 ? st(ds1) : View<const float>{},
-                 state_view(ds0.data(), B, G, DK, DV), split ? nullptr : dsl.data());
+                 state_view(ds0.data(), B, G, DK, DV), dsl.data());
         const std::string what = std::string(path_name(path)) + (with_ds1 ? ", dS_out" : ", no dS_out") +
                                  (split ? ", 3 threads" : "");
         if (with_ds1) {
           EXPECT_LE(rel_rms(dk, ref.dk), kFp32Tolerance) << what;
           EXPECT_LE(rel_rms(dv, ref.dv), kFp32Tolerance) << what;
           EXPECT_LE(rel_rms(ds0, ref.d_state_in), kFp32Tolerance) << what;
-          if (!split) {
-            EXPECT_LE(rel_rms(dsl, ref.d_slopes), kFp32Tolerance) << what;
-          }
+          EXPECT_LE(rel_rms(dsl, ref.d_slopes), kFp32Tolerance) << what;
         } else {
           for (const auto* x : {&dk, &dv, &ds0, &dsl})
             EXPECT_TRUE(std::all_of(x->begin(), x->end(), [](float e) { return e == 0.0f; })) << what;

@@ -1,8 +1,9 @@
 // Times the forward (or, with the argument `backward`, the backward: dq, dk and dv, no states, no slope
-// gradient) at 1 and N threads, alternating, and prints the median speed-up per shape beside what the
-// machine itself gave N threads at once in the same repetitions: an FMA loop and a read+write pass,
-// each run on 1 thread and on N threads together, as the ratio of throughputs.
-// Usage: thread_speedup [threads=2] [reps=5] [n=262144] [forward|backward]
+// gradient; `backward_slopes` also d_slopes) at 1 and N threads, alternating, and prints the median
+// speed-up per shape beside what the machine itself gave N threads at once in the same repetitions:
+// an FMA loop and a read+write pass, each run on 1 thread and on N threads together, as the ratio of
+// throughputs. Every head's slope is `slope` (0: no decay).
+// Usage: thread_speedup [threads=2] [reps=5] [n=262144] [forward|backward|backward_slopes] [slope=0.01]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -47,7 +48,9 @@ float fma_loop(int64_t iters) {
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2, reps = argc > 2 ? std::atoi(argv[2]) : 5;
   const int64_t n = argc > 3 ? std::atoll(argv[3]) : 262144;
-  const bool backward = argc > 4 && std::string(argv[4]) == "backward";
+  const std::string mode = argc > 4 ? argv[4] : "forward";
+  const bool backward = mode == "backward" || mode == "backward_slopes", slope_gradient = mode == "backward_slopes";
+  const float slope = argc > 5 ? static_cast<float>(std::atof(argv[5])) : 0.01f;
 
   // What the machine gives `threads` threads at once, measured in the same repetitions as each shape
   // (a shared machine's share moves from minute to minute): an FMA loop, and a read+write pass over
@@ -70,7 +73,7 @@ int main(int argc, char** argv) {
     std::normal_distribution<float> dist(0.0f, 0.3f);
     for (auto* x : {&q, &k, &v, &o})
       for (auto& e : *x) e = dist(rng);
-    std::vector<float> slopes(static_cast<size_t>(s.heads), 0.01f);
+    std::vector<float> slopes(static_cast<size_t>(s.heads), slope), d_slopes(slopes.size());
     auto time = [&](int t) {
       lightning::Options opt;
       opt.slopes = slopes.data();
@@ -78,7 +81,8 @@ int main(int argc, char** argv) {
       const auto x = [&](lightning::detail::Floats& t) { return lightning::bhnd(t.data(), 1, s.heads, n, s.d); };
       const auto t0 = std::chrono::steady_clock::now();
       if (backward)
-        lightning::backward(x(q), x(k), x(v), x(o), x(dq), x(dk), x(dv), opt);
+        lightning::backward(x(q), x(k), x(v), x(o), x(dq), x(dk), x(dv), opt, {}, {}, {},
+                            slope_gradient ? d_slopes.data() : nullptr);
       else
         lightning::forward(x(q), x(k), x(v), x(o), opt);
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -91,10 +95,10 @@ int main(int argc, char** argv) {
       ratio.push_back(one.back() / many.back());
       pass_ratio.push_back(threads * wall_seconds(1, pass) / wall_seconds(threads, pass));
     }
-    std::printf("%s heads %lld d %lld n %lld: 1 thread %.3f s, %d threads %.3f s, speed-up (median of %d ratios) %.2fx;"
+    std::printf("%s heads %lld d %lld n %lld slope %g: 1 thread %.3f s, %d threads %.3f s, speed-up (median of %d ratios) %.2fx;"
                 " the machine, %d threads against 1: FMA loop %.2fx, read+write pass %.2fx\n",
-                backward ? "backward" : "forward", static_cast<long long>(s.heads), static_cast<long long>(s.d),
-                static_cast<long long>(n), median(one),
+                mode.c_str(), static_cast<long long>(s.heads), static_cast<long long>(s.d),
+                static_cast<long long>(n), slope, median(one),
                 threads, median(many), reps, median(ratio), threads, median(fma_ratio), median(pass_ratio));
   }
   if (sinks[0] == 1.0f) std::printf(" ");  // keeps the FMA loops' results alive

@@ -12,9 +12,7 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <cfloat>
 #include <climits>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -248,9 +246,7 @@ inline bool corrections_cheaper(const float* slopes, int64_t G, int64_t group, i
   const double per_updated_row = ranks > 2 ? group + 1.0 : static_cast<double>(group);
   double corrections = 0, updates = 0;
   for (int64_t g = 0; g < G; ++g) {
-    const double slope = slopes ? static_cast<double>(slopes[g]) : 0.0;
-    // lambda^t = exp(-slope t) leaves the normal floats (decay_power's 0) past t = -ln(FLT_MIN) / slope.
-    const double rows = slope > 0 ? std::min<double>(longest, std::ceil(-std::log(FLT_MIN) / slope) + 1) : longest;
+    const double rows = static_cast<double>(rows_before_underflow(slopes ? slopes[g] : 0.0, longest));
     corrections += per_corrected_row * rows;
     updates += per_updated_row * static_cast<double>(longest);
   }

@@ -723,19 +723,51 @@ void correct_gradients(const BackwardArgs<T>& a, int workers, const std::vector<
 }
 
 /**
- * The sequence-parallel backward over `workers` threads, for a call without d_slopes: the (batch, k/v
- * head) items laid end to end are cut into equal shares (`pieces`, split_line). Each piece runs both
- * passes on its own tokens, pass 1 from a zero state (an item's first piece from state_in) and pass 2
- * from a zero adjoint (an item's last piece from d_state_out), leaving S^T after it and the adjoint
- * before it. The states are scanned forward and the adjoints backward (SPEC.md's operator), then the
- * rows are corrected, shared out evenly again: a later piece's dQ by c lambda^{i+1} dO S_in^T, an
- * earlier piece's dK and dV by lambda^{m-1-j} V G^T and lambda^{m-1-j} K G, G the gradient of the
- * state after the piece (m its length, i and j rows within it); dS_in is the scanned adjoint before
- * an item's first piece, and a.states_t_out, if given, the scanned state after its last.
+ * Whether backward_split reruns its pieces rather than correcting rows, counted in d_k x d_v
+ * products per row: the corrections (shared out evenly) take one per row while its weight has not
+ * underflowed, per q head for a later piece's dQ and once each for an earlier piece's dK and dV; the
+ * rerun's state updates (each worker its own pieces') one per row for S (not an item's last piece)
+ * and one per q head for the adjoint (not its first). Either way the pieces' backwards remain.
+ */
+template <class T>
+bool rerun_cheaper(const BackwardArgs<T>& a, int workers, const std::vector<Piece>& pieces, bool pass1, bool pass2) {
+  const int64_t G = a.k.heads, group = a.q.heads / G;
+  const int64_t corrected_later = pass1 && !a.dq.absent() ? group : 0;
+  const int64_t corrected_earlier = pass2 ? (a.dk.absent() ? 0 : 1) + (a.dv.absent() ? 0 : 1) : 0;
+  double corrections = 0;
+  std::vector<double> updates(static_cast<size_t>(workers), 0.0);
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    const Piece& pc = pieces[p];
+    const bool first = p == 0 || pieces[p - 1].item != pc.item;
+    const bool last = p + 1 == pieces.size() || pieces[p + 1].item != pc.item;
+    const int64_t len = pc.end - pc.begin;
+    const double rows = static_cast<double>(rows_before_underflow(a.slopes ? a.slopes[pc.item % G] : 0.0, len));
+    corrections += rows * static_cast<double>((first ? 0 : corrected_later) + (last ? 0 : corrected_earlier));
+    updates[static_cast<size_t>(pc.worker)] +=
+        static_cast<double>(len) * static_cast<double>((pass1 && !last ? 1 : 0) + (pass2 && !first ? group : 0));
+  }
+  return *std::max_element(updates.begin(), updates.end()) < corrections / workers;
+}
+
+/**
+ * The sequence-parallel backward over `workers` threads: the (batch, k/v head) items laid end to end
+ * are cut into equal shares (`pieces`, split_line). Each piece needs the true state before it and the
+ * gradient of the state after it (the adjoint): the pieces' own final states from a zero state (an
+ * item's first piece from state_in) are scanned forward, and their own adjoints from a zero gradient
+ * (an item's last piece from d_state_out) backward, with SPEC.md's operator. Then, either
+ * - `rerun` (always with d_slopes, whose terms need each piece's true states): the pieces first run
+ *   only those state updates, then both passes from the scanned state and adjoint, as a call on
+ *   their tokens would; d_slopes sums the pieces' terms per item in token order;
+ * - or not: the pieces first run both passes from zero, which leave S^T after them and the adjoint
+ *   before them, and then rows are corrected, shared out evenly again: a later piece's dQ by
+ *   c lambda^{i+1} dO S_in^T, an earlier piece's dK and dV by lambda^{m-1-j} V G^T and
+ *   lambda^{m-1-j} K G, G the gradient of the state after the piece (m its length, i and j rows
+ *   within it); dS_in is the scanned adjoint before an item's first piece.
+ * a.states_t_out, if given, gets the scanned state after an item's last piece.
  */
 template <Path P, class T>
-void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Piece>& pieces, bool pass1,
-                    bool pass2) {
+void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Piece>& pieces, bool pass1, bool pass2,
+                    bool rerun) {
   const int64_t G = a.k.heads, dk = a.q.dim, dv = a.v.dim, size = dk * dv;
   const size_t np = pieces.size();
   const auto at = [&](Floats& x, size_t p) { return x.data() + p * static_cast<size_t>(size); };
@@ -744,50 +776,97 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
   const auto slope = [&](size_t p) { return a.slopes ? static_cast<double>(a.slopes[pieces[p].item % G]) : 0.0; };
   // S^T after an item's last piece: a.states_t_out's, if asked for.
   const auto final_st = [&](size_t p) { return a.states_t_out ? a.states_t_out + pieces[p].item * size : nullptr; };
-  // Per piece: S^T after it (pass 1; an item's last piece's in final_st) and the adjoint before it
-  // (pass 2), then its transpose for dK's correction.
-  Floats states(pass1 ? np * static_cast<size_t>(size) : 0), adjoints(pass2 ? np * static_cast<size_t>(size) : 0);
-  Floats adjoints_t(pass2 ? np * static_cast<size_t>(size) : 0);
+  // The adjoints are wanted by pass 2, and by the slope gradient's term <G, W> at each piece's end.
+  const bool adjoint = pass2 || a.d_slopes;
+  // Per piece: S^T after it (an item's last piece's in final_st) and the adjoint before it, then its
+  // transpose for dK's correction (or S after it for the rerun).
+  Floats states(pass1 ? np * static_cast<size_t>(size) : 0), adjoints(adjoint ? np * static_cast<size_t>(size) : 0);
+  Floats transposed((rerun ? pass1 : pass2) ? np * static_cast<size_t>(size) : 0);
   std::vector<BackwardWorkspace> ws = block_workspaces<P, BackwardWorkspace>(
-      workers, a.block, a.q.seq, dk, dv, !std::is_same_v<T, float>, false, kernels::PairTiles<P>::value);
-  parallel_for(workers, workers, [&](int thread, int64_t share) {
-    for (size_t p = 0; p < np; ++p) {
-      const Piece& pc = pieces[p];
-      if (pc.worker != share) continue;
-      const int64_t b = pc.item / G, g = pc.item % G;
-      BackwardArgs<T> piece = tokens_of(a, pc.begin, pc.end - pc.begin);
-      if (!first(p)) piece.state_in = {};
-      if (!last(p)) piece.d_state_out = {};
-      piece.d_state_in = pass2 ? View<float>(at(adjoints, p), 1, 1, dk, dv, 0, 0, dv) : View<float>();
-      BackwardWorkspace& w = ws[static_cast<size_t>(thread)];
-      w.decay.fill(slope(p), a.scale, w.block);
-      if (pass1) backward_forward_pass<P>(piece, b, g, w, last(p) ? final_st(p) : at(states, p));
-      if (pass2) backward_reverse_pass<P>(piece, b, g, w);
+      workers, a.block, a.q.seq, dk, dv, !std::is_same_v<T, float>, a.d_slopes != nullptr, kernels::PairTiles<P>::value);
+  const auto for_pieces = [&](auto&& fn) {  // fn(piece's args, p, workspace) for each piece, on its worker
+    parallel_for(workers, workers, [&](int thread, int64_t share) {
+      for (size_t p = 0; p < np; ++p) {
+        if (pieces[p].worker != share) continue;
+        BackwardArgs<T> piece = tokens_of(a, pieces[p].begin, pieces[p].end - pieces[p].begin);
+        if (!first(p)) piece.state_in = {};
+        if (!last(p)) piece.d_state_out = {};
+        BackwardWorkspace& w = ws[static_cast<size_t>(thread)];
+        w.decay.fill(slope(p), a.scale, w.block);
+        fn(piece, p, w);
+      }
+    });
+  };
+  for_pieces([&](BackwardArgs<T>& piece, size_t p, BackwardWorkspace& w) {
+    const int64_t b = pieces[p].item / G, g = pieces[p].item % G;
+    if (rerun) {  // the state updates alone: S^T after the piece, unless last; the adjoint before it, unless first
+      piece.dq = piece.dk = piece.dv = {};
+      piece.d_slopes = nullptr;
+      piece.states_t_out = nullptr;
+      if (pass1 && !last(p)) backward_forward_pass<P>(piece, b, g, w, at(states, p));
+      if (adjoint && !first(p)) {
+        piece.d_state_in = View<float>(at(adjoints, p), 1, 1, dk, dv, 0, 0, dv);
+        backward_reverse_pass<P>(piece, b, g, w);
+      }
+      return;
     }
+    piece.d_state_in = pass2 ? View<float>(at(adjoints, p), 1, 1, dk, dv, 0, 0, dv) : View<float>();
+    if (pass1) backward_forward_pass<P>(piece, b, g, w, last(p) ? final_st(p) : at(states, p));
+    if (pass2) backward_reverse_pass<P>(piece, b, g, w);
   });
   // The scans, in place: states[p] becomes S^T after piece p, adjoints[p] the gradient of the state
-  // before it (the true dS_in at an item's first piece).
+  // before it (the true dS_in at an item's first piece). A rerun's last pieces end with the true
+  // final state, its first pieces with the true dS_in.
   for (size_t p = 0; p < np; ++p)
-    if (pass1 && !first(p) && (!last(p) || final_st(p)))
+    if (pass1 && !first(p) && (!last(p) || (final_st(p) && !rerun))) {
       combine_states<P>(size, at(states, p - 1), last(p) ? final_st(p) : at(states, p), slope(p),
                         pieces[p].end - pieces[p].begin);
-  if (pass2)
+    }
+  if (adjoint)
     for (size_t p = np; p-- > 0;) {
-      if (!last(p)) {
+      if (!last(p) && !(rerun && first(p)))
         combine_states<P>(size, at(adjoints, p + 1), at(adjoints, p), slope(p), pieces[p].end - pieces[p].begin);
-        transpose<P>(dk, dv, at(adjoints, p + 1), dv, at(adjoints_t, p + 1), dk);
-      }
-      if (first(p) && !a.d_state_in.absent())
+      if (!last(p) && !rerun) transpose<P>(dk, dv, at(adjoints, p + 1), dv, at(transposed, p + 1), dk);
+      if (first(p) && !rerun && !a.d_state_in.absent())
         for (int64_t i = 0; i < dk; ++i)
           std::copy_n(at(adjoints, p) + i * dv, dv, a.d_state_in.row(pieces[p].item / G, pieces[p].item % G, i));
     }
+  if (rerun) {
+    // Both passes of each piece from the true state before it (S, from the scanned S^T) and the
+    // gradient of the state after it; the slope gradient's terms per piece, summed per item below.
+    if (pass1)
+      for (size_t p = 0; p + 1 < np; ++p)
+        if (!last(p)) transpose<P>(dv, dk, at(states, p), dk, at(transposed, p), dv);
+    std::vector<double> terms(a.d_slopes ? np : 0);
+    std::vector<std::vector<double>> own(static_cast<size_t>(workers));  // each worker's d_slopes slots
+    for_pieces([&](BackwardArgs<T>& piece, size_t p, BackwardWorkspace& w) {
+      const int64_t b = pieces[p].item / G, g = pieces[p].item % G;
+      if (pass1 && !first(p)) piece.state_in = View<const float>(at(transposed, p - 1), 1, 1, dk, dv, 0, 0, dv);
+      if (adjoint && !last(p)) piece.d_state_out = View<const float>(at(adjoints, p + 1), 1, 1, dk, dv, 0, 0, dv);
+      if (!first(p)) piece.d_state_in = {};
+      std::vector<double>& slots = own[static_cast<size_t>(pieces[p].worker)];
+      if (a.d_slopes) {
+        slots.resize(static_cast<size_t>(pieces[p].item) + 1);
+        piece.d_slopes = slots.data();
+      }
+      if (pass1) backward_forward_pass<P>(piece, b, g, w, last(p) ? final_st(p) : nullptr);
+      if (pass2) backward_reverse_pass<P>(piece, b, g, w);
+      if (a.d_slopes) terms[p] = slots[static_cast<size_t>(pieces[p].item)];
+    });
+    if (a.d_slopes)
+      for (size_t p = 0; p < np; ++p) {
+        double& sum = a.d_slopes[pieces[p].item];
+        sum = first(p) ? terms[p] : sum + terms[p];
+      }
+    return;
+  }
   // The corrections: each row one product with a d_k x d_v matrix.
   std::vector<GradientRows> lines;
   for (size_t p = 0; p < np; ++p) {
     const bool after = pass2 && !last(p);
     add_gradient_rows(lines, a, pieces[p].item / G, pieces[p].item % G, pieces[p].begin, pieces[p].end, slope(p),
                       pass1 && !first(p) ? at(states, p - 1) : nullptr, after ? at(adjoints, p + 1) : nullptr,
-                      after ? at(adjoints_t, p + 1) : nullptr);
+                      after ? at(transposed, p + 1) : nullptr);
   }
   correct_gradients<P>(a, workers, lines);
 }
@@ -807,11 +886,12 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
   const bool pass2 = (tokens && (!a.dk.absent() || !a.dv.absent())) || !a.d_state_in.absent();
   if (!pass1 && !pass2) return;
   const int64_t items = (offsets ? num_seqs : a.q.batch) * a.k.heads;
-  // As the forward (forward_all), but not with d_slopes, whose tangent state is not scanned.
+  // As the forward (forward_all); with d_slopes the pieces rerun from their true states.
   const int wanted = worker_count(threads, INT32_MAX);
-  if (!offsets && !a.d_slopes && split_along_sequence(items, a.q.seq, wanted, a.block)) {
-    backward_split<P>(a, wanted, split_line(std::vector<int64_t>(static_cast<size_t>(items), a.q.seq), wanted, a.block),
-                      pass1, pass2);
+  if (!offsets && split_along_sequence(items, a.q.seq, wanted, a.block)) {
+    const std::vector<Piece> pieces =
+        split_line(std::vector<int64_t>(static_cast<size_t>(items), a.q.seq), wanted, a.block);
+    backward_split<P>(a, wanted, pieces, pass1, pass2, a.d_slopes || rerun_cheaper(a, wanted, pieces, pass1, pass2));
     return;
   }
   const int workers = worker_count(threads, items);

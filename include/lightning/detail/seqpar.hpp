@@ -26,6 +26,16 @@ inline float decay_power(double slope, int64_t n) {
 }
 
 /**
+ * How many of `len` rows a correction reaches before its weight lambda^t (t = 1, 2, ...) leaves the
+ * normal floats, past t = -ln(FLT_MIN) / slope, where decay_power gives 0: all of them without decay.
+ */
+inline int64_t rows_before_underflow(double slope, int64_t len) {
+  if (!(slope > 0)) return len;
+  const double rows = std::ceil(-std::log(static_cast<double>(FLT_MIN)) / slope) + 1;
+  return rows >= static_cast<double>(len) ? len : static_cast<int64_t>(rows);
+}
+
+/**
  * The scan operator (A, n_a) then (B, n_b) -> (lambda^{n_b} A + B, n_a + n_b), in place on the
  * later element: later = lambda^{n_later} earlier + later over `count` floats.
  */
