@@ -827,10 +827,15 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
       if (!last(p) && !(rerun && first(p)))
         combine_states<P>(size, at(adjoints, p + 1), at(adjoints, p), slope(p), pieces[p].end - pieces[p].begin);
       if (!last(p) && !rerun) transpose<P>(dk, dv, at(adjoints, p + 1), dv, at(transposed, p + 1), dk);
-      if (first(p) && !rerun && !a.d_state_in.absent())
-        for (int64_t i = 0; i < dk; ++i)
-          std::copy_n(at(adjoints, p) + i * dv, dv, a.d_state_in.row(pieces[p].item / G, pieces[p].item % G, i));
     }
+  // dS_in, once no piece reads d_state_out any more: it may be the very same view.
+  const auto write_d_state_in = [&] {
+    if (!a.d_state_in.absent())
+      for (size_t p = 0; p < np; ++p)
+        if (first(p))
+          for (int64_t i = 0; i < dk; ++i)
+            std::copy_n(at(adjoints, p) + i * dv, dv, a.d_state_in.row(pieces[p].item / G, pieces[p].item % G, i));
+  };
   if (rerun) {
     // Both passes of each piece from the true state before it (S, from the scanned S^T) and the
     // gradient of the state after it; the slope gradient's terms per piece, summed per item below.
@@ -843,7 +848,9 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
       const int64_t b = pieces[p].item / G, g = pieces[p].item % G;
       if (pass1 && !first(p)) piece.state_in = View<const float>(at(transposed, p - 1), 1, 1, dk, dv, 0, 0, dv);
       if (adjoint && !last(p)) piece.d_state_out = View<const float>(at(adjoints, p + 1), 1, 1, dk, dv, 0, 0, dv);
-      if (!first(p)) piece.d_state_in = {};
+      // An item's dS_in from its first piece, kept until every piece has read d_state_out.
+      piece.d_state_in = first(p) && !a.d_state_in.absent() ? View<float>(at(adjoints, p), 1, 1, dk, dv, 0, 0, dv)
+                                                            : View<float>();
       std::vector<double>& slots = own[static_cast<size_t>(pieces[p].worker)];
       if (a.d_slopes) {
         slots.resize(static_cast<size_t>(pieces[p].item) + 1);
@@ -858,8 +865,10 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
         double& sum = a.d_slopes[pieces[p].item];
         sum = first(p) ? terms[p] : sum + terms[p];
       }
+    write_d_state_in();
     return;
   }
+  write_d_state_in();
   // The corrections: each row one product with a d_k x d_v matrix.
   std::vector<GradientRows> lines;
   for (size_t p = 0; p < np; ++p) {
