@@ -38,11 +38,12 @@ for step in "${steps[@]}"; do
       per_core build/asan/shard shard show_shard
       ;;
     tsan)
-      # The concurrency tests (many callers, with and without the library's own threads) on the best path.
+      # The concurrency tests (many callers, with and without the library's own threads) and the
+      # splits along the sequence (forward and backward, each thread its pieces) on the best path.
       cmake -S . -B build/tsan "${common[@]}" -DLIGHTNING_TEST_CONFIGS=avx2 \
         -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" >/dev/null
       cmake --build build/tsan --parallel "$(nproc)" --target lightning_tests_avx2
-      build/tsan/tests/lightning_tests_avx2 --gtest_filter='*Concurrent*:*Threads*'
+      build/tsan/tests/lightning_tests_avx2 --gtest_filter='*Concurrent*:*Threads*:*SequenceParallel*'
       ;;
     *) echo "unknown step: $step (asan or tsan)" >&2; exit 2 ;;
   esac
