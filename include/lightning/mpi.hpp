@@ -254,6 +254,27 @@ inline bool corrections_cheaper(const float* slopes, int64_t G, int64_t group, i
 }
 
 /**
+ * The two scans of mpi::backward: rank r > 0 receives in `states_in` the states after ranks 0 .. r - 1,
+ * rank r < last in `adjoints_out` the adjoints before ranks r + 1 .. last (the same operator in
+ * reverse rank order, on a reversed communicator): the true state before its piece and the gradient
+ * of the state after it.
+ */
+template <Path P>
+void scan_states_and_adjoints(MPI_Comm comm, ScanElement& states, ScanElement& states_in, ScanElement& adjoints,
+                              ScanElement& adjoints_out, int64_t bytes) {
+  int rank = 0, ranks = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &ranks);
+  MpiScanHandles h;
+  make_scan<P>(bytes, h);
+  exscan(states.bytes(), states_in.bytes(), bytes, h.type, h.op, comm);
+  MPI_Comm reversed = MPI_COMM_NULL;
+  MPI_Comm_split(comm, 0, ranks - 1 - rank, &reversed);
+  exscan(adjoints.bytes(), adjoints_out.bytes(), bytes, h.type, h.op, reversed);
+  MPI_Comm_free(&reversed);
+}
+
+/**
  * mpi::backward after its checks (ranks > 1), rerunning each piece from the true state and adjoint:
  * each rank first computes its piece's final state from a zero state (rank 0: from state_in; the
  * forward's state updates alone) and its adjoint from a zero gradient at its end (the last rank:
@@ -275,8 +296,6 @@ void mpi_backward_rerun(MPI_Comm comm, View<const T> q, View<const T> k, View<co
   ScanElement adj(n, B * G, G, size, options.slopes), adj_out(0, B * G, G, size, options.slopes);
   with_path(options.path, [&](auto path) {
     constexpr Path P = decltype(path)::value;
-    MpiScanHandles h;
-    make_scan<P>(bytes, h);
     // The piece's final state from a zero state (rank 0: from state_in): the forward without o, only
     // its state updates. The last rank's goes to no other rank.
     if (rank < last)
@@ -291,12 +310,7 @@ void mpi_backward_rerun(MPI_Comm comm, View<const T> q, View<const T> k, View<co
                                       state_view(adj.states(), B, G, d_k, d_v), nullptr, options.slopes,
                                       options.scale, block},
                       options.threads, nullptr, 0);
-    exscan(fwd.bytes(), fwd_in.bytes(), bytes, h.type, h.op, comm);
-    // The same operator in reverse rank order: rank r receives the gradient of the state after its piece.
-    MPI_Comm reversed = MPI_COMM_NULL;
-    MPI_Comm_split(comm, 0, last - rank, &reversed);
-    exscan(adj.bytes(), adj_out.bytes(), bytes, h.type, h.op, reversed);
-    MPI_Comm_free(&reversed);
+    scan_states_and_adjoints<P>(comm, fwd, fwd_in, adj, adj_out, bytes);
   });
   const View<const float> s_in = rank == 0 ? state_in : state_view(static_cast<const float*>(fwd_in.states()), B, G, d_k, d_v);
   const View<const float> ds_out =
@@ -333,14 +347,8 @@ void mpi_backward_corrected(MPI_Comm comm, View<const T> q, View<const T> k, Vie
   const auto slope = [&](int64_t item) { return options.slopes ? static_cast<double>(options.slopes[item % G]) : 0.0; };
   with_path(options.path, [&](auto path) {
     constexpr Path P = decltype(path)::value;
-    MpiScanHandles h;
-    make_scan<P>(bytes, h);
     backward_all<P>(local, options.threads, nullptr, 0);
-    exscan(st.bytes(), st_in.bytes(), bytes, h.type, h.op, comm);  // rank r > 0: S^T before its piece
-    MPI_Comm reversed = MPI_COMM_NULL;  // rank r < last: the gradient of the state after its piece
-    MPI_Comm_split(comm, 0, last - rank, &reversed);
-    exscan(adj.bytes(), adj_out.bytes(), bytes, h.type, h.op, reversed);
-    MPI_Comm_free(&reversed);
+    scan_states_and_adjoints<P>(comm, st, st_in, adj, adj_out, bytes);  // st_in: S^T before the piece
     Floats g_t(rank < last ? static_cast<size_t>(items * size) : 0);  // its transposes, for dK
     std::vector<GradientRows> lines;
     for (int64_t i = 0; i < items; ++i) {
@@ -446,15 +454,14 @@ void forward(MPI_Comm comm, View<const T> q, View<const T> k, View<const T> v, V
       // The rows of every (batch, q head) laid end to end, cut into one equal share per worker.
       const int64_t group = H / G, rows = B * H * n;
       const int workers = detail::worker_count(options.threads, (rows + block - 1) / block);
+      const std::vector<int64_t> lengths(static_cast<size_t>(B * H), n);
       detail::parallel_for(workers, workers, [&](int, int64_t share) {
         detail::Floats scratch;
-        for (int64_t at = rows * share / workers, end = rows * (share + 1) / workers; at < end;) {
-          const int64_t item = at / n, b = item / H, hq = item % H, g = hq / group, t = at % n;
-          const int64_t to = std::min(n, t + (end - at));
+        detail::for_share_of_runs(lengths, workers, share, [&](size_t item, int64_t t, int64_t to) {
+          const int64_t b = static_cast<int64_t>(item) / H, hq = static_cast<int64_t>(item) % H, g = hq / group;
           detail::correct_readout<P>(q, o, b, hq, 0, t, to, incoming + (b * G + g) * size,
                                      options.slopes ? options.slopes[g] : 0.0, options.scale, block, scratch);
-          at += to - t;
-        }
+        });
       });
     }
     // The final state: the last rank's inclusive scan, sent to the others when they ask.

@@ -802,7 +802,6 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
     if (rerun) {  // the state updates alone: S^T after the piece, unless last; the adjoint before it, unless first
       piece.dq = piece.dk = piece.dv = {};
       piece.d_slopes = nullptr;
-      piece.states_t_out = nullptr;
       if (pass1 && !last(p)) backward_forward_pass<P>(piece, b, g, w, at(states, p));
       if (adjoint && !first(p)) {
         piece.d_state_in = View<float>(at(adjoints, p), 1, 1, dk, dv, 0, 0, dv);
@@ -843,7 +842,9 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
       for (size_t p = 0; p + 1 < np; ++p)
         if (!last(p)) transpose<P>(dv, dk, at(states, p), dk, at(transposed, p), dv);
     std::vector<double> terms(a.d_slopes ? np : 0);
-    std::vector<std::vector<double>> own(static_cast<size_t>(workers));  // each worker's d_slopes slots
+    // Each worker's d_slopes slots, one per item (the passes write a.d_slopes[b G + g]).
+    std::vector<std::vector<double>> own(static_cast<size_t>(workers),
+                                         std::vector<double>(a.d_slopes ? static_cast<size_t>(a.q.batch * G) : 0));
     for_pieces([&](BackwardArgs<T>& piece, size_t p, BackwardWorkspace& w) {
       const int64_t b = pieces[p].item / G, g = pieces[p].item % G;
       if (pass1 && !first(p)) piece.state_in = View<const float>(at(transposed, p - 1), 1, 1, dk, dv, 0, 0, dv);
@@ -852,10 +853,7 @@ void backward_split(const BackwardArgs<T>& a, int workers, const std::vector<Pie
       piece.d_state_in = first(p) && !a.d_state_in.absent() ? View<float>(at(adjoints, p), 1, 1, dk, dv, 0, 0, dv)
                                                             : View<float>();
       std::vector<double>& slots = own[static_cast<size_t>(pieces[p].worker)];
-      if (a.d_slopes) {
-        slots.resize(static_cast<size_t>(pieces[p].item) + 1);
-        piece.d_slopes = slots.data();
-      }
+      if (a.d_slopes) piece.d_slopes = slots.data();
       if (pass1) backward_forward_pass<P>(piece, b, g, w, last(p) ? final_st(p) : nullptr);
       if (pass2) backward_reverse_pass<P>(piece, b, g, w);
       if (a.d_slopes) terms[p] = slots[static_cast<size_t>(pieces[p].item)];
