@@ -102,8 +102,8 @@ template <class Ops, int R, int V, bool full, int Used>
  * avx2's 4 x 24 tile issues about 21 instructions per 12 FMAs, 3.5 per cycle at the FMA peak; on
  * Zen 4 it runs at 76-89% (k = 24, beta 1) and 89-93% (k = 128) of the peak alone on hot data (the
  * benchmark's tile_ rows, three runs), where the 6 x 16 tile before it, 23 instructions per 12 FMAs,
- * ran at 61-71% and 73-85%. avx512's 8 x 32 tile, 26 instructions per 16 FMAs, reaches 87-97% and
- * measured 1-2% slower unrolled.
+ * ran at 61-71% and 73-85%. avx512's 8 x 32 tile, 26 instructions per 16 FMAs, reached 87-97% and
+ * measured 1-2% slower unrolled (its tile is 8 x 48 since 2026-12-05: avx512.hpp says why).
  */
 template <class Ops, int R, int V, bool full, bool may_be_diagonal>
 [[gnu::always_inline]] inline void accumulate(const Operand& s, const typename Ops::Mask (&mask)[V],
