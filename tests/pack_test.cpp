@@ -132,6 +132,50 @@ TEST_P(TileLoops, ProductsMatchALoop) {
     }
 }
 
+// C = beta C + X Y + A L with L an N x N lower triangle (zeros above the diagonal, the transposed
+// gradient dK^T's form), against a loop in double: widths that split a tile of three vectors on avx512
+// (33-47, and 48 at row counts below MR) and rests beside whole tiles, the padding columns untouched.
+TEST_P(TileLoops, LowerRightMatchesALoop) {
+  for (int64_t M : {1, 3, 5, 7, 8, 9, 13, 20})
+    for (int64_t N : {1, 9, 16, 31, 33, 40, 47, 48, 49, 63, 65, 97}) {
+      const int64_t kx = 7, ldx = kx + 2, ldy = N + 3, lda = N + 1, ldl = N + 5, ldc = N + 3;
+      const uint64_t seed = static_cast<uint64_t>(M * 1000 + N);
+      const auto X = randn(static_cast<size_t>(M * ldx), 1.0f, seed);
+      const auto Y = randn(static_cast<size_t>(kx * ldy), 1.0f, seed + 1);
+      const auto A = randn(static_cast<size_t>(M * lda), 1.0f, seed + 2);
+      auto L = randn(static_cast<size_t>(N * ldl), 1.0f, seed + 3);
+      for (int64_t i = 0; i < N; ++i)
+        for (int64_t j = i + 1; j < ldl; ++j) L[static_cast<size_t>(i * ldl + j)] = 0.0f;
+      const auto C0 = randn(static_cast<size_t>(M * ldc), 1.0f, seed + 4);
+      std::vector<float> C = C0;
+      const float beta = 0.5f;
+      detail::with_path(GetParam(), [&](auto path) {
+        detail::gemm_plus_lower_right<decltype(path)::value>(M, N, kx, X.data(), ldx, Y.data(), ldy, A.data(), lda,
+                                                             L.data(), ldl, C.data(), ldc, beta);
+      });
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < ldc; ++j) {
+          const size_t at = static_cast<size_t>(i * ldc + j);
+          if (j >= N) {
+            wrong += C[at] != C0[at];
+            continue;
+          }
+          double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
+          for (int64_t p = 0; p < kx; ++p) {
+            const double t = static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * ldy + j)];
+            ref += t, mag += std::abs(t);
+          }
+          for (int64_t p = j; p < N; ++p) {  // column j of L: rows p >= j
+            const double t = static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * L[static_cast<size_t>(p * ldl + j)];
+            ref += t, mag += std::abs(t);
+          }
+          wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
+        }
+      EXPECT_EQ(wrong, 0) << M << " x " << N;
+    }
+}
+
 // A NaN in row p of B reaches through a triangle only the rows that sum over k = p (lower_k: i >= p;
 // upper_k: i <= p), in gemm's parts and in gemm_plus_triangle: the diagonal blocks skip the
 // triangle's zeros, never multiply them. Rows the NaN must not reach keep the values of a NaN-free B.

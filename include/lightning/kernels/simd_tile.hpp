@@ -221,10 +221,34 @@ inline void widest_rows(int nr, const Operand& x, const Operand& y, float* C, in
     tile<Ops, R, NV, false, true>(nr, x, y, C, ldc, beta, stream);
 }
 
+/** o's B `cols` columns on, without its staircase (Operand::narrow), over whose zeros a kernel may run. */
+inline Operand columns_from(const Operand& o, int64_t cols) { return {o.k, o.A, o.lda, o.B + cols, o.ldb, 0, o.diagonal}; }
+
+/**
+ * The tile for nr in [1, NV W] with NV = 3 or more vectors only at MR rows over whole vectors: any other
+ * tile wider than NV - 1 vectors runs as two, (NV - 1) W columns and the rest, the second without the
+ * staircase (a product with one, gemm_plus_lower_right, holds no NaN or Inf in A, so running over the
+ * staircase's zeros adds zeros). Those shapes are rare (a last short block, a d_v that is not a multiple
+ * of W), and instantiating 3-vector tiles at every row count and with masked lanes took the avx512
+ * translation units 1.7x their compile time under the sanitizers (84 to 143 s each, clang 14).
+ */
+template <class Ops, int R, int NV, int MR>
+inline void wide_at_mr_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
+                            bool stream) {
+  constexpr int W = Ops::W;
+  if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1>(nr, x, y, C, ldc, beta, stream);
+  if constexpr (R == MR) {
+    if (nr == NV * W) return tile<Ops, R, NV, true, true>(nr, x, y, C, ldc, beta, stream);
+  }
+  constexpr int first = (NV - 1) * W;
+  tile_rows<Ops, R, NV - 1>(first, x, y, C, ldc, beta, stream);
+  tile_rows<Ops, R, 1>(nr - first, columns_from(x, first), columns_from(y, first), C + first, ldc, beta, stream);
+}
+
 /**
  * A SIMD path's gemm_tile2 (kernels.hpp): tiles of up to MR rows over NR columns, and of up to NMR
  * rows over at most NR - W columns (NMR = MR: one row bound for every width), the rows' count fixed
- * at compile time.
+ * at compile time. Tiles of three vectors or more only at MR rows over whole vectors (wide_at_mr_rows).
  */
 template <class Ops, int MR, int NR, int NMR>
 inline void gemm_tile2(int mr, int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
@@ -241,6 +265,10 @@ inline void gemm_tile2(int mr, int nr, const Operand& x, const Operand& y, float
         widest_rows<Ops, decltype(rows)::value, NV>(nr, x, y, C, ldc, beta, stream);
       });
     }
+  } else if constexpr (NV >= 3) {
+    with_rows<MR>(mr, [&](auto rows) {
+      wide_at_mr_rows<Ops, decltype(rows)::value, NV, MR>(nr, x, y, C, ldc, beta, stream);
+    });
   } else {
     with_rows<MR>(mr, [&](auto rows) {
       tile_rows<Ops, decltype(rows)::value, NV>(nr, x, y, C, ldc, beta, stream);
