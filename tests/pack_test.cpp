@@ -51,6 +51,29 @@ LIGHTNING_INSTANTIATE_FOR_PATHS(Pack);
 
 class TileLoops : public ::testing::TestWithParam<Path> {};
 
+/**
+ * The entries of C (M x N, row stride ldc) not within 1e-5 of beta C0 + the terms that
+ * terms(i, j, add) passes to add(double), relative to the sum of their magnitudes, plus the
+ * padding columns [N, ldc) that changed from C0.
+ */
+template <class Terms>
+int64_t wrong_entries(int64_t M, int64_t N, int64_t ldc, const std::vector<float>& C, const std::vector<float>& C0,
+                      float beta, Terms&& terms) {
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < ldc; ++j) {
+      const size_t at = static_cast<size_t>(i * ldc + j);
+      if (j >= N) {
+        wrong += C[at] != C0[at];
+        continue;
+      }
+      double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
+      terms(i, j, [&](double t) { ref += t, mag += std::abs(t); });
+      wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
+    }
+  return wrong;
+}
+
 TEST_P(TileLoops, ColumnTilesCoverARowOnceInWholeVectors) {
   detail::with_path(GetParam(), [&](auto path) {
     constexpr Path P = decltype(path)::value;
@@ -105,28 +128,17 @@ TEST_P(TileLoops, ProductsMatchALoop) {
             detail::gemm_plus_triangle<P>(part == 3 ? detail::Part::lower_k : detail::Part::upper_k, M, N, 5, A.data() + M,
                                           K, B.data() + M * ld, ld, T.data(), M, B.data(), ld, C.data(), ld, beta);
         });
-        int64_t wrong = 0;
-        for (int64_t i = 0; i < M; ++i)
-          for (int64_t j = 0; j < ld; ++j) {
-            const size_t at = static_cast<size_t>(i * ld + j);
-            if (j >= N) {
-              wrong += C[at] != C0[at];
-              continue;
-            }
-            double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
-            for (int64_t k = 0; k < K; ++k) {
-              // parts 3 and 4: X Y over k in [M, K), T B over k <= i or k >= i
-              const bool in = part == 0   ? true
-                              : part == 1 ? k <= i
-                              : part == 2 ? k >= i
-                              : part == 3 ? k >= M || k <= i
-                                          : k >= M || k >= i;
-              if (!in) continue;
-              const double term = static_cast<double>(A[static_cast<size_t>(i * K + k)]) * B[static_cast<size_t>(k * ld + j)];
-              ref += term, mag += std::abs(term);
-            }
-            wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
+        const int64_t wrong = wrong_entries(M, N, ld, C, C0, beta, [&](int64_t i, int64_t j, auto add) {
+          for (int64_t k = 0; k < K; ++k) {
+            // parts 3 and 4: X Y over k in [M, K), T B over k <= i or k >= i
+            const bool in = part == 0   ? true
+                            : part == 1 ? k <= i
+                            : part == 2 ? k >= i
+                            : part == 3 ? k >= M || k <= i
+                                        : k >= M || k >= i;
+            if (in) add(static_cast<double>(A[static_cast<size_t>(i * K + k)]) * B[static_cast<size_t>(k * ld + j)]);
           }
+        });
         EXPECT_EQ(wrong, 0) << "part " << part << ", " << M << " x " << N;
       }
     }
@@ -153,25 +165,12 @@ TEST_P(TileLoops, LowerRightMatchesALoop) {
         detail::gemm_plus_lower_right<decltype(path)::value>(M, N, kx, X.data(), ldx, Y.data(), ldy, A.data(), lda,
                                                              L.data(), ldl, C.data(), ldc, beta);
       });
-      int64_t wrong = 0;
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < ldc; ++j) {
-          const size_t at = static_cast<size_t>(i * ldc + j);
-          if (j >= N) {
-            wrong += C[at] != C0[at];
-            continue;
-          }
-          double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
-          for (int64_t p = 0; p < kx; ++p) {
-            const double t = static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * ldy + j)];
-            ref += t, mag += std::abs(t);
-          }
-          for (int64_t p = j; p < N; ++p) {  // column j of L: rows p >= j
-            const double t = static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * L[static_cast<size_t>(p * ldl + j)];
-            ref += t, mag += std::abs(t);
-          }
-          wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
-        }
+      const int64_t wrong = wrong_entries(M, N, ldc, C, C0, beta, [&](int64_t i, int64_t j, auto add) {
+        for (int64_t p = 0; p < kx; ++p)
+          add(static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * ldy + j)]);
+        for (int64_t p = j; p < N; ++p)  // column j of L: rows p >= j
+          add(static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * L[static_cast<size_t>(p * ldl + j)]);
+      });
       EXPECT_EQ(wrong, 0) << M << " x " << N;
     }
 }
@@ -278,28 +277,15 @@ TEST(PairTiles, MatchALoop) {
           const auto Yp = pairs(Y, kx), Zp = pairs(Z, kz);
           std::vector<float> C = C0;
           detail::gemm_pairs<P>(M, kx, X.data(), ldx, Yp.data(), kz, A.data(), lda, Zp.data(), C.data(), ldc, beta);
-          int64_t wrong = 0;
-          for (int64_t i = 0; i < M; ++i)
-            for (int64_t j = 0; j < ldc; ++j) {
-              const size_t at = static_cast<size_t>(i * ldc + j);
-              if (j >= 16) {
-                wrong += C[at] != C0[at];
-                continue;
-              }
-              double ref = beta * static_cast<double>(C0[at]), mag = std::abs(ref);
-              // + L R over k steps (L row-major with row stride ldl, R plain k x 16)
-              const auto add = [&](const std::vector<float>& L, int64_t ldl, const std::vector<float>& R,
-                                   int64_t k) {
-                for (int64_t p = 0; p < k; ++p) {
-                  const double t = static_cast<double>(L[static_cast<size_t>(i * ldl + p)]) *
-                                   R[static_cast<size_t>(p * 16 + j)];
-                  ref += t, mag += std::abs(t);
-                }
-              };
-              add(X, ldx, Y, kx);
-              add(A, lda, Z, kz);
-              wrong += !(std::abs(C[at] - ref) <= 1e-5 * mag + 1e-30);
-            }
+          const int64_t wrong = wrong_entries(M, 16, ldc, C, C0, beta, [&](int64_t i, int64_t j, auto add) {
+            // L R over k steps (L row-major with row stride ldl, R plain k x 16)
+            const auto product = [&](const std::vector<float>& L, int64_t ldl, const std::vector<float>& R, int64_t k) {
+              for (int64_t p = 0; p < k; ++p)
+                add(static_cast<double>(L[static_cast<size_t>(i * ldl + p)]) * R[static_cast<size_t>(p * 16 + j)]);
+            };
+            product(X, ldx, Y, kx);
+            product(A, lda, Z, kz);
+          });
           EXPECT_EQ(wrong, 0) << "gemm_pairs " << M << " rows, kx " << kx << ", kz " << kz << ", beta " << beta;
         }
 }
