@@ -104,15 +104,22 @@ template <class Ops, int R, int V, bool full, int Used>
  * benchmark's tile_ rows, three runs), where the 6 x 16 tile before it, 23 instructions per 12 FMAs,
  * ran at 61-71% and 73-85%. avx512's 8 x 32 tile, 26 instructions per 16 FMAs, reached 87-97% and
  * measured 1-2% slower unrolled (its tile is 8 x 48 since 2026-12-05: avx512.hpp says why).
+ * `second`: the operand is a tile's y, the only one that may have a diagonal block or a staircase;
+ * x runs every step over all its vectors (a staircase's zeros included, which Operand allows). The
+ * staircase's loops compiled for x too made each tile's code longer for nothing: without them the
+ * avx512 state update alone (128 x 128, k = 16, C in L2; Intel Xeon, 61 alternated bursts) took
+ * 0.97x its time, the whole backward 0.997-0.999x and the forward 0.994-0.998x (tools/ab, d = 128,
+ * 40 pairs, avx2 and avx512: within what it resolves), and the avx512 translation unit of
+ * instantiate_fp32.cpp 0.95x its compile time under the sanitizers.
  */
-template <class Ops, int R, int V, bool full, bool may_be_diagonal>
+template <class Ops, int R, int V, bool full, bool second>
 [[gnu::always_inline]] inline void accumulate(const Operand& s, const typename Ops::Mask (&mask)[V],
                                               typename Ops::Vec (&acc)[R][V]) {
   const float* A = s.A;
   const float* B = s.B;
   const int64_t lda = s.lda, ldb = s.ldb;
   int64_t p = 0, end = s.k;
-  if constexpr (may_be_diagonal) {
+  if constexpr (second) {
     if (s.diagonal < 0) {
       diagonal_steps<Ops, R, V, full, false>(A, lda, B, ldb, mask, acc);
       p = R;
@@ -121,7 +128,7 @@ template <class Ops, int R, int V, bool full, bool may_be_diagonal>
       diagonal_steps<Ops, R, V, full, true>(A + end, lda, B + end * ldb, ldb, mask, acc);  // order does not matter
     }
   }
-  if constexpr (V > 1) staircase_steps<Ops, R, V, full, 1>(A, lda, B, ldb, p, s.narrow, mask, acc);
+  if constexpr (V > 1 && second) staircase_steps<Ops, R, V, full, 1>(A, lda, B, ldb, p, s.narrow, mask, acc);
   if constexpr (Ops::unroll_k) {
     _Pragma("GCC unroll 4") for (; p < end; ++p) k_step<Ops, R, V, full>(A, lda, B, ldb, p, mask, acc);
   } else {
@@ -131,7 +138,7 @@ template <class Ops, int R, int V, bool full, bool may_be_diagonal>
 
 /**
  * C[R x nr] = beta C + A1 B1 + A2 B2 over R rows and V vectors of W columns (beta == 0 overwrites C);
- * only the second operand, y, may have a diagonal block. Without `two`, x alone (y is not read):
+ * only the second operand, y, may have a diagonal block or a staircase. Without `two`, x alone (y is not read):
  * the tile of a plain product, free of the second k loop's checks, which cost the backward's k = 16
  * state updates (avx512, d = 128, n = 4096, heads 8, old/new alternated, 31 pairs) 1.6-2.0% of its
  * time. beta == 1 adds C with an add, the same bits as the FMA with 1, but off the FMA pipes.
