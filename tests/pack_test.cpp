@@ -104,7 +104,8 @@ TEST_P(TileLoops, ColumnTilesCoverARowOnceInWholeVectors) {
 // a causal triangle, against a loop in double; every entry within 1e-5 of the sum of its terms'
 // magnitudes (at most 40 terms in float), the padding columns of C untouched.
 TEST_P(TileLoops, ProductsMatchALoop) {
-  const int64_t rows[] = {1, 3, 4, 5, 6, 7, 8, 9, 12, 13, 20}, cols[] = {1, 7, 8, 9, 16, 23, 24, 25, 31, 32, 33, 40, 47, 48, 49, 64, 80, 95, 96, 97};
+  const int64_t rows[] = {1, 3, 4, 5, 6, 7, 8, 9, 12, 13, 20};
+  const int64_t cols[] = {1, 7, 8, 9, 16, 23, 24, 25, 31, 32, 33, 40, 47, 48, 49, 64, 80, 95, 96, 97};
   for (int64_t M : rows)
     for (int64_t N : cols) {
       const int64_t K = M + 5, ld = N + 3;

@@ -138,10 +138,11 @@ template <class Ops, int R, int V, bool full, bool second>
 
 /**
  * C[R x nr] = beta C + A1 B1 + A2 B2 over R rows and V vectors of W columns (beta == 0 overwrites C);
- * only the second operand, y, may have a diagonal block or a staircase. Without `two`, x alone (y is not read):
- * the tile of a plain product, free of the second k loop's checks, which cost the backward's k = 16
- * state updates (avx512, d = 128, n = 4096, heads 8, old/new alternated, 31 pairs) 1.6-2.0% of its
- * time. beta == 1 adds C with an add, the same bits as the FMA with 1, but off the FMA pipes.
+ * only the second operand, y, may have a diagonal block or a staircase. Without `two`, x alone (y is
+ * not read): the tile of a plain product, free of the second k loop's checks, which cost the
+ * backward's k = 16 state updates (avx512, d = 128, n = 4096, heads 8, old/new alternated, 31 pairs)
+ * 1.6-2.0% of its time. beta == 1 adds C with an add, the same bits as the FMA with 1, but off the
+ * FMA pipes.
  * `stream` writes the full vectors with non-temporal stores (the caller checked that they start
  * cache lines, detail/stream.hpp): C is an output that no one reads soon.
  * `full` says every lane of every vector is in range, so no load or store is masked (masked stores
@@ -229,7 +230,9 @@ inline void widest_rows(int nr, const Operand& x, const Operand& y, float* C, in
 }
 
 /** o's B `cols` columns on, without its staircase (Operand::narrow), over whose zeros a kernel may run. */
-inline Operand columns_from(const Operand& o, int64_t cols) { return {o.k, o.A, o.lda, o.B + cols, o.ldb, 0, o.diagonal}; }
+inline Operand columns_from(const Operand& o, int64_t cols) {
+  return {o.k, o.A, o.lda, o.B + cols, o.ldb, 0, o.diagonal};
+}
 
 /**
  * The tile for nr in [1, NV W] with NV = 3 or more vectors only at MR rows over whole vectors: any other
