@@ -264,7 +264,8 @@ TEST(PairTiles, MatchALoop) {
         out[static_cast<size_t>(p / 2 * 32 + 2 * j + p % 2)] = plain[static_cast<size_t>(p * 16 + j)];
     return out;
   };
-  for (int64_t M : {1, 5, 8, 9, 13, 20, 128})
+  static_assert(Ker::PMR == 10, "the row counts below make tiles of 1, 3 and 5-10 rows, and split rests");
+  for (int64_t M : {1, 3, 5, 8, 9, 10, 11, 13, 19, 20, 128})
     for (int64_t kx : {0, 2, 16, 128})
       for (int64_t kz : {0, 16})
         for (float beta : {0.0f, 1.0f, 0.5f}) {

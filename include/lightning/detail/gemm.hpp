@@ -225,7 +225,7 @@ void gemm_pairs(int64_t M, int64_t kx, const float* X, int64_t ldx, const float*
                 int64_t lda, const float* Z, float* C, int64_t ldc, float beta, AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
   for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
-    const int mr = row_tile(M - i0, Ker::MR);
+    const int mr = row_tile(M - i0, Ker::PMR);
     rows = mr;
     constexpr int64_t ld = kernels::kPairRow;
     Ker::gemm_pair_tile(mr, {kx, X + i0 * ldx, ldx, Y, ld}, {kz, A + i0 * lda, lda, Z, ld}, C + i0 * ldc, ldc, beta);

@@ -25,8 +25,8 @@
 //                                  int64_t ldds, const float* scale);
 //   // The same over 16 x 16 tiles, where TT = 16 (avx512).
 //   static void transpose_16x16(...);  static void transpose_16x16_dual(...);
-//   // Optional (avx512): pair tiles for products one vector wide, B in pair layout (avx512.hpp),
-//   // with pair_tiles = true; PairTiles<P> below says whether a path has them.
+//   // Optional (avx512): pair tiles of up to PMR rows for products one vector wide, B in pair layout
+//   // (avx512.hpp), with pair_tiles = true; PairTiles<P> below says whether a path has them.
 //   static void gemm_pair_tile(...);  static void pair_transpose_8x8(...);  static void zip_row_pairs(...);
 // };
 #pragma once
