@@ -57,6 +57,7 @@ struct BackwardArgs {
   // Null, or S^T after the tokens (from state_in or zero) per (batch, k/v head) item, d_v x d_k each
   // [batch G, d_v, d_k]: a piece's own final state for a sequence split elsewhere (mpi::backward).
   float* states_t_out = nullptr;
+  int64_t l1_bytes = 0;  // the L1 size wide_panels assumes (a test sets it); 0: l1_data_bytes()
 };
 
 /**
@@ -455,6 +456,25 @@ void add_dk_intra_exact(int64_t m, int64_t dk, const float* Pm, int64_t ldpm, fl
 }
 
 /**
+ * Whether pass 2's panels of dV and R (backward_reverse_pass) are a register tile wide (col_tile) on
+ * a path whose narrower tiles have more rows (avx2: 4 x 24, and 6 x 16 up to NR - W = 16 columns),
+ * rather than NR - W: when the panel loop's working set at NR columns fits in `l1_bytes` of L1 (the
+ * decayed K rows, m x d_k; the scaled Q^T, d_k x ldp; A~^T, m x ldp; the panel's columns of R, dO and
+ * dV, d_k + 2 m rows). At m = 24 and d = 128 that is 43 KB: on a Zen 4 (32 KB L1) 16 columns took
+ * the backward 0.9965x and 0.9946x the time of 24 (tools/ab, n = 16384, one head, 300 pairs); on the
+ * Intel Xeon of family 6 model 167 (48 KB) 24 took 0.9905x and 0.9920x the time of 16, and 0.9921x
+ * at d = 64 (30 pairs, heads 8), where the set is 25 KB and the panels are 24 wide on a 32 KB L1
+ * too (not measured there). Either width gives the same bits.
+ */
+template <Path P>
+bool wide_panels(int64_t m, int64_t ldp, int64_t dk, int64_t l1_bytes) {
+  using Ker = kernels::Kernels<P>;
+  if constexpr (Ker::NMR == Ker::MR) return true;
+  const int64_t floats = m * dk + (dk + m) * ldp + (dk + 2 * m) * Ker::NR;
+  return floats * static_cast<int64_t>(sizeof(float)) <= l1_bytes;
+}
+
+/**
  * Pass 2 (blocks in reverse order) for batch b, k/v head g: dK, dV and dS_in. dK is summed
  * transposed, dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T, so that both dK and dV read R as it is kept
  * (no d_k x d_v transpose per block), and leaves through one m x d_k transpose.
@@ -488,6 +508,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   // dK^T's products are one vector wide at avx512's block of 16: there they run in pair tiles
   // (kernels/avx512.hpp, pair_block); other blocks as below.
   constexpr bool has_pairs = kernels::PairTiles<P>::value;
+  const bool wide = wide_panels<P>(std::min(a.block, n), ldp, dk, a.l1_bytes > 0 ? a.l1_bytes : l1_data_bytes());
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
@@ -595,13 +616,10 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (h + 1 == (g + 1) * group) store_dk();
       }
       // By column panels of R, one register tile wide: dV's columns, then R's same columns, which
-      // stay in L1 between the two (R is d_k x d_v, 64 KB at d = 128). On avx2 the panels are as wide
-      // as its 6-row tiles, NR - W = 16, not 24: the loop's working set (the decayed K rows, the
-      // scaled Q^T and R's panel) comes nearer Zen 4's 32 KB L1. tools/ab (n = 16384, one head, 300
-      // pairs) gave the backward 0.9965x and 0.9946x its time, the unchanged forward 0.9998x and
-      // 1.0034x.
+      // stay in L1 between the two (R is d_k x d_v, 64 KB at d = 128); on avx2 16 columns wide when
+      // 24 would not fit in L1 (wide_panels).
       for (int64_t c0 = 0, cols = 0; c0 < dv; c0 += cols) {
-        cols = P == Path::avx2 ? std::min<int64_t>(Ker::NR - Ker::W, dv - c0) : col_tile<P>(dv - c0);
+        cols = wide ? col_tile<P>(dv - c0) : std::min<int64_t>(Ker::NR - Ker::W, dv - c0);
         if (need_dv)  // dV = A~^T dO + (lambda^{m-1-j} K) R
           gemm_plus_triangle<P>(Part::upper_k, m, cols, inter ? dk : 0, w.kd.data(), dk, R + c0, ldr, Pt, ldp, dO + c0,
                                 ldo, dV + c0, lddv, beta, tile, stream_dv);

@@ -5,6 +5,11 @@
 #include <cstdint>
 #include <new>
 #include <vector>
+#if defined(__has_include)
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
+#endif
 
 namespace lightning::detail {
 
@@ -43,6 +48,21 @@ using Floats = std::vector<float, LineAllocator<float>>;
 inline int64_t walk_stride(int64_t cols) {
   const int64_t lines = (cols + 15) / 16;
   return (lines % 2 == 0 ? lines + 1 : lines) * 16;
+}
+
+/**
+ * The L1 data cache's size in bytes as the C library reports it (glibc: sysconf from CPUID), read once;
+ * 32 KiB, the smaller L1 the loops were tuned on, where it reports none.
+ */
+inline int64_t l1_data_bytes() {
+  static const int64_t bytes = [] {
+#if defined(_SC_LEVEL1_DCACHE_SIZE)
+    const long n = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    if (n > 0) return static_cast<int64_t>(n);
+#endif
+    return int64_t{32768};
+  }();
+  return bytes;
 }
 
 }  // namespace lightning::detail
