@@ -104,7 +104,7 @@ TEST_P(TileLoops, ColumnTilesCoverARowOnceInWholeVectors) {
 // a causal triangle, against a loop in double; every entry within 1e-5 of the sum of its terms'
 // magnitudes (at most 40 terms in float), the padding columns of C untouched.
 TEST_P(TileLoops, ProductsMatchALoop) {
-  const int64_t rows[] = {1, 3, 4, 5, 6, 7, 8, 9, 12, 13, 20};
+  const int64_t rows[] = {1, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 20, 26};  // 9, 17, 26: avx512's 9-row tiles
   const int64_t cols[] = {1, 7, 8, 9, 16, 23, 24, 25, 31, 32, 33, 40, 47, 48, 49, 64, 80, 95, 96, 97};
   for (int64_t M : rows)
     for (int64_t N : cols) {
@@ -218,6 +218,17 @@ TEST_P(TileLoops, TriangleKeepsANaNToItsRows) {
 }
 
 #if LIGHTNING_HAVE_AVX512
+// avx512's plain products take 9-row tiles over 48 columns where the other rows make whole 8-row
+// tiles (ProductsMatchALoop runs them at 9, 17 and 26 rows); avx2 has none.
+TEST(PlainProductRows, NineWhereTheRestMakesWholeTiles) {
+  EXPECT_EQ(detail::wide_row_tiles<Path::avx512>(128), 8);  // 8 x 9 + 7 x 8
+  EXPECT_EQ(detail::wide_row_tiles<Path::avx512>(26), 2);
+  EXPECT_EQ(detail::wide_row_tiles<Path::avx512>(9), 1);
+  EXPECT_EQ(detail::wide_row_tiles<Path::avx512>(16), 0);
+  EXPECT_EQ(detail::wide_row_tiles<Path::avx512>(20), 0);
+  EXPECT_EQ(detail::wide_row_tiles<Path::avx2>(128), 0);
+}
+
 // The pair tiles, which only the avx512 path has (kernels::PairTiles): their layouts bit for bit
 // against a loop, and gemm_pairs (C = beta C + X Y + A Z, 16 columns, Y and Z in pair layout) against
 // a loop in double at row counts that split a rest, empty and short k ranges, and beta 0, 1 and otherwise.

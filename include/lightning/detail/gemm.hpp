@@ -68,8 +68,23 @@ struct NoOp {
 };
 
 /**
+ * How many of an M-row column tile's first row tiles a plain product (gemm, Part::full) runs at
+ * Kernels<P>::UMR rows over NR columns: the most b for which the other M - b UMR rows make whole
+ * MR-row tiles (128 rows at 9 and 8: 8 x 9 + 7 x 8), 0 where none does (then row_tile as elsewhere).
+ */
+template <Path P>
+inline int64_t wide_row_tiles(int64_t M) {
+  using Ker = kernels::Kernels<P>;
+  if constexpr (Ker::UMR != Ker::MR)
+    for (int64_t b = M / Ker::UMR; b > 0; --b)
+      if ((M - b * Ker::UMR) % Ker::MR == 0) return b;
+  return 0;
+}
+
+/**
  * The part `part` of C = beta C + A B (M x N, inner dimension K); after_tile() runs after each register
- * tile. By column tiles, each with the rows its width allows (tile_rows_for). gemm_plus_triangle and
+ * tile. By column tiles, each with the rows its width allows (tile_rows_for; a plain product's NR-wide
+ * column at UMR rows first, wide_row_tiles). gemm_plus_triangle and
  * gemm_plus_lower_right repeat these two loop heads: one helper calling a lambda per tile measured
  * 1-2% slower over the avx2 backward (d = 128, old/new alternated, 12 pairs), always_inline or not.
  */
@@ -80,8 +95,9 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
   for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
     const int nr = col_tile<P>(N - j0);
     cols = nr;
+    int64_t wide_rows = part == Part::full && nr == Ker::NR ? wide_row_tiles<P>(M) : 0;
     for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
-      const int mr = row_tile(M - i0, tile_rows_for<P>(nr));
+      const int mr = wide_rows-- > 0 ? Ker::UMR : row_tile(M - i0, tile_rows_for<P>(nr));
       rows = mr;
       if (part == Part::full)  // one operand: the tile without a second k loop
         Ker::gemm_tile(mr, nr, K, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, beta);
@@ -93,7 +109,10 @@ void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t ld
   }
 }
 
-/** How many register tiles gemm, gemm_plus_triangle and gemm_plus_lower_right run over an M x N result. */
+/**
+ * How many register tiles gemm, gemm_plus_triangle and gemm_plus_lower_right run over an M x N result
+ * (a plain product's UMR-row tiles aside: gemm may run fewer). The prefetches are spread by it.
+ */
 template <Path P>
 inline int64_t tile_count(int64_t M, int64_t N) {
   int64_t tiles = 0;

@@ -99,7 +99,7 @@ inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd
 template <>
 struct Kernels<Path::avx2> {
   // NMR: the rows of tiles at most 16 columns wide (12 accumulators, 2 B vectors, 1 broadcast).
-  static constexpr int MR = 4, NR = 24, W = 8, TT = 8, NMR = 6;
+  static constexpr int MR = 4, NR = 24, W = 8, TT = 8, NMR = 6, UMR = MR;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta, bool stream = false) {

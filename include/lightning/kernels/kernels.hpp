@@ -3,9 +3,11 @@
 // template <> struct Kernels<Path::X> {
 //   static constexpr int MR, NR, W;   // register tile of gemm_tile; W: floats per vector (1: scalar)
 //   static constexpr int NMR;         // rows of the tiles at most NR - W columns wide (MR or more)
+//   static constexpr int UMR;         // rows of gemm_tile over NR whole-vector columns in a plain
+//                                     // product (gemm's Part::full): MR, or more where registers allow
 //   static constexpr int TT;          // the widest square transpose tile: 8, or 16 with transpose_16x16
-//   // C[mr x nr] = beta * C + A[mr x kc] B[kc x nr], nr <= NR, mr <= MR (mr <= NMR when nr <= NR - W);
-//   // beta == 0 overwrites C.
+//   // C[mr x nr] = beta * C + A[mr x kc] B[kc x nr], nr <= NR, mr <= MR (mr <= NMR when nr <= NR - W;
+//   // mr = UMR when nr = NR); beta == 0 overwrites C.
 //   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B,
 //                         int64_t ldb, float* C, int64_t ldc, float beta);
 //   // The same over two k-ranges summed in the registers: C = beta C + x.A x.B + y.A y.B (simd_tile.hpp);

@@ -10,7 +10,7 @@ namespace lightning::kernels {
 
 template <>
 struct Kernels<Path::scalar> {
-  static constexpr int MR = 4, NR = 8, W = 1, TT = 8, NMR = MR;
+  static constexpr int MR = 4, NR = 8, W = 1, TT = 8, NMR = MR, UMR = MR;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta, bool /*stream: no such store here*/ = false) {

@@ -287,16 +287,18 @@ inline void gemm_tile2(int mr, int nr, const Operand& x, const Operand& y, float
 }
 
 /**
- * A SIMD path's gemm_tile (kernels.hpp): tiles of MR rows (and, narrower than NR, of NMR rows) over
- * whole vectors by the one-operand tile, the rest by gemm_tile2.
+ * A SIMD path's gemm_tile (kernels.hpp): tiles of MR rows (and, narrower than NR, of NMR rows; NR
+ * wide, of UMR rows) over whole vectors by the one-operand tile, the rest by gemm_tile2.
  */
-template <class Ops, int MR, int NR, int NMR>
+template <class Ops, int MR, int NR, int NMR, int UMR = MR>
 inline void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                       int64_t ldc, float beta) {
   const Operand x{kc, A, lda, B, ldb};
   constexpr int NV = NR / Ops::W;
   if (nr % Ops::W == 0 && mr == MR)  // the common tiles: one operand, no second k loop's checks
     return whole_vector_rows<Ops, MR, NV>(nr, x, C, ldc, beta);
+  if constexpr (UMR != MR)
+    if (nr == NR && mr == UMR) return tile<Ops, UMR, NV, true, false>(nr, x, x, C, ldc, beta, false);
   if constexpr (NMR != MR)
     if (nr % Ops::W == 0 && mr == NMR && nr <= NR - Ops::W)
       return whole_vector_rows<Ops, NMR, NV - 1>(nr, x, C, ldc, beta);
