@@ -208,8 +208,8 @@ struct Kernels<Path::avx512> {
   // Plain products (the state updates) take 9 x 48 tiles where their rows allow (gemm): 27
   // accumulators, 3 B vectors and a broadcast, 31 of the 32 registers. On hot data at k = 16 (the
   // backward's state updates) 9 x 48 ran at 149-150 GFLOP/s against 146-147 for 8 x 48; in the
-  // backward (Intel Xeon, family 6 model 167, d = 128, tools/ab, 30-40 pairs) 0.9860-0.9891x the
-  // time in four runs of five (0.9978x in the other), the forward 0.996-1.000x, the same bits.
+  // backward (Intel Xeon, family 6 model 167, d = 128, tools/ab, 30-40 pairs) 0.9857-0.9892x the
+  // time in six runs of seven (0.9978x in the other), the forward 0.996-1.008x, the same bits.
   static constexpr int UMR = MR + 1;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
