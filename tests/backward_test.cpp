@@ -510,6 +510,12 @@ LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);
 // pieces rerun), so that the split runs whatever the rules for taking it say.
 struct Gradients {
   std::vector<float> dq, dk, dv, ds0, dsl;
+  /** Buffers for p's gradients, every entry -7 (no backward writes that): what was not written shows. */
+  static Gradients unwritten(const Problem& p) {
+    return {std::vector<float>(p.q.size(), -7.0f), std::vector<float>(p.k.size(), -7.0f),
+            std::vector<float>(p.v.size(), -7.0f), std::vector<float>(p.s0.size(), -7.0f),
+            std::vector<float>(static_cast<size_t>(p.c.kv_heads), -7.0f)};
+  }
 };
 
 /**
@@ -522,9 +528,7 @@ Gradients run_threads(Problem& p, Path path, int threads, bool slope_gradient,
   const Case& c = p.c;
   Options opt = p.options(path);
   opt.threads = threads;
-  Gradients g{std::vector<float>(p.q.size(), -7.0f), std::vector<float>(p.k.size(), -7.0f),
-              std::vector<float>(p.v.size(), -7.0f), std::vector<float>(p.s0.size(), -7.0f),
-              std::vector<float>(static_cast<size_t>(c.kv_heads), -7.0f)};
+  Gradients g = Gradients::unwritten(p);
   const View<float> dq = p.out(g.dq, c.q_heads, c.dk), dk = p.out(g.dk, c.kv_heads, c.dk),
                     dv = p.out(g.dv, c.kv_heads, c.dv);
   const View<float> ds0 = state_view(g.ds0.data(), c.batch, c.kv_heads, c.dk, c.dv);
@@ -1073,8 +1077,7 @@ TEST(BackwardPanels, EitherWidthGivesTheSameBits) {
   const Case c{2, 2, 1, 100, 40, 56, 24};
   Problem p(c);
   const auto run = [&](int64_t l1_bytes) {
-    Gradients g{std::vector<float>(p.q.size(), -7.0f), std::vector<float>(p.k.size(), -7.0f),
-                std::vector<float>(p.v.size(), -7.0f), std::vector<float>(p.s0.size(), -7.0f), {}};
+    Gradients g = Gradients::unwritten(p);
     detail::BackwardArgs<float> args{p.qv(), p.kv(), p.vv(), p.dov(), p.out(g.dq, c.q_heads, c.dk),
                                      p.out(g.dk, c.kv_heads, c.dk), p.out(g.dv, c.kv_heads, c.dv), p.s0v(), p.ds1v(),
                                      state_view(g.ds0.data(), c.batch, c.kv_heads, c.dk, c.dv), nullptr, kSlopes,

@@ -92,10 +92,11 @@ template <Path P, class AfterTile = NoOp>
 void gemm(Part part, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
           int64_t ldc, float beta, AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
+  const int64_t wide_tiles = part == Part::full ? wide_row_tiles<P>(M) : 0;  // per NR-wide column tile
   for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
     const int nr = col_tile<P>(N - j0);
     cols = nr;
-    int64_t wide_rows = part == Part::full && nr == Ker::NR ? wide_row_tiles<P>(M) : 0;
+    int64_t wide_rows = nr == Ker::NR ? wide_tiles : 0;
     for (int64_t i0 = 0, rows = 0; i0 < M; i0 += rows) {
       const int mr = wide_rows-- > 0 ? Ker::UMR : row_tile(M - i0, tile_rows_for<P>(nr));
       rows = mr;
