@@ -1065,15 +1065,18 @@ TEST(BackwardErrors, RejectsBadInputAndWritesNothing) {
 
 #if LIGHTNING_HAVE_AVX2
 // avx2's dV and R panels in pass 2 are 24 or 16 columns wide as the L1 holds the loop's working set
-// (detail::wide_panels): whichever this machine takes, the suite above checks against the reference;
-// here both widths, forced, give the same bits, with a short last block and d_v not a whole number of
-// tiles.
+// (detail::wide_panels), and pass 2 asks the V~^T stash and dK's rows into L1 again on an L1 below
+// 48 KiB (detail::reask_into_l1): whichever this machine takes, the suite above checks against the
+// reference; here both settings, forced, give the same bits, with a short last block and d_v not a
+// whole number of tiles.
 TEST(BackwardPanels, EitherWidthGivesTheSameBits) {
   constexpr Path P = Path::avx2;
   EXPECT_FALSE(detail::wide_panels<P>(24, 24, 128, 32 * 1024));  // 43 KB at d = 128
   EXPECT_TRUE(detail::wide_panels<P>(24, 24, 128, 48 * 1024));
   EXPECT_TRUE(detail::wide_panels<P>(24, 24, 64, 32 * 1024));  // 25 KB at d = 64
   EXPECT_TRUE(detail::wide_panels<Path::scalar>(24, 24, 128, 1));
+  EXPECT_TRUE(detail::reask_into_l1(32 * 1024));
+  EXPECT_FALSE(detail::reask_into_l1(48 * 1024));
   const Case c{2, 2, 1, 100, 40, 56, 24};
   Problem p(c);
   const auto run = [&](int64_t l1_bytes) {
@@ -1084,6 +1087,7 @@ TEST(BackwardPanels, EitherWidthGivesTheSameBits) {
                                      c.scale, c.block};
     args.l1_bytes = l1_bytes;
     EXPECT_EQ(detail::wide_panels<P>(c.block, detail::block_stride<P>(c.block), c.dk, l1_bytes), l1_bytes > 1);
+    EXPECT_EQ(detail::reask_into_l1(l1_bytes), l1_bytes == 1);
     detail::backward_all<P>(args, 1, nullptr, 0);
     return g;
   };

@@ -57,7 +57,7 @@ struct BackwardArgs {
   // Null, or S^T after the tokens (from state_in or zero) per (batch, k/v head) item, d_v x d_k each
   // [batch G, d_v, d_k]: a piece's own final state for a sequence split elsewhere (mpi::backward).
   float* states_t_out = nullptr;
-  int64_t l1_bytes = 0;  // the L1 size wide_panels assumes (a test sets it); 0: l1_data_bytes()
+  int64_t l1_bytes = 0;  // the L1 size wide_panels and reask_into_l1 assume (a test sets it); 0: l1_data_bytes()
 };
 
 /**
@@ -475,6 +475,16 @@ bool wide_panels(int64_t m, int64_t ldp, int64_t dk, int64_t l1_bytes) {
 }
 
 /**
+ * Whether pass 2 asks the V~^T stash and dK's rows into L1 once more just before dK^T (they were
+ * asked a block ahead by the Prefetcher): on an L1 below 48 KiB. On a Zen 4 (32 KB) many of those
+ * lines had left L1 again, and the two requests took the avx2 backward 0.987x and then 0.990x its
+ * time (tools/ab, n = 16384, one head, 400 pairs, fastest tenth); on the Intel Xeon of family 6 model
+ * 167 (48 KB) the backward took 0.9888x, 0.9929x, 0.9945x and 0.9905x the time without them (30-40
+ * pairs, heads 8), one of the two left out 0.997-1.005x.
+ */
+inline bool reask_into_l1(int64_t l1_bytes) { return l1_bytes < 48 * 1024; }
+
+/**
  * Pass 2 (blocks in reverse order) for batch b, k/v head g: dK, dV and dS_in. dK is summed
  * transposed, dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T, so that both dK and dV read R as it is kept
  * (no d_k x d_v transpose per block), and leaves through one m x d_k transpose.
@@ -508,7 +518,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   // dK^T's products are one vector wide at avx512's block of 16: there they run in pair tiles
   // (kernels/avx512.hpp, pair_block); other blocks as below.
   constexpr bool has_pairs = kernels::PairTiles<P>::value;
-  const bool wide = wide_panels<P>(std::min(a.block, n), ldp, dk, a.l1_bytes > 0 ? a.l1_bytes : l1_data_bytes());
+  const int64_t l1 = a.l1_bytes > 0 ? a.l1_bytes : l1_data_bytes();
+  const bool wide = wide_panels<P>(std::min(a.block, n), ldp, dk, l1), reask = reask_into_l1(l1);
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
@@ -531,13 +542,13 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     // The Prefetcher asked for this block's rows during an earlier block; with L1 at 32 KB (Zen 4)
     // many of their lines have left it again. V~^T as pass 1 left it (read first by dK^T, after Q^T
     // and A~^T) and dK's rows (written by dK^T's transpose, asked before dK^T) are asked into L1
-    // once more. tools/ab, avx2, Zen 4, n = 16384, one head, 400 pairs, fastest tenth, with
-    // requests two blocks ahead: V~^T 0.987x the backward's time, then dK's rows 0.990x (one block
-    // ahead, without both the backward took 0.996x its time and the forward 0.996x, a tie: kept).
-    // No other stream gained so: K and Q asked at the end of the block before, 1.013x; the block's
-    // d_o before dK^T, 1.01x; the P~ stash, 1.00x; in pass 1, dQ's rows 1.010x, the stashes' rows
-    // 1.006x.
-    if (v_in_dv) prefetch_rows_into_l1(Vdt, 1, m * dv, 0, false);
+    // once more where L1 is below 48 KiB (reask_into_l1). tools/ab, avx2, Zen 4, n = 16384, one
+    // head, 400 pairs, fastest tenth, with requests two blocks ahead: V~^T 0.987x the backward's
+    // time, then dK's rows 0.990x (one block ahead, without both the backward took 0.996x its time
+    // and the forward 0.996x, a tie: kept). No other stream gained so: K and Q asked at the end of
+    // the block before, 1.013x; the block's d_o before dK^T, 1.01x; the P~ stash, 1.00x; in pass 1,
+    // dQ's rows 1.010x, the stashes' rows 1.006x.
+    if (v_in_dv && reask) prefetch_rows_into_l1(Vdt, 1, m * dv, 0, false);
     if (pairs) {  // implies need_dk
       if constexpr (has_pairs) pair_transpose<P>(m, dv, V, ldv, w.vdp.data(), kernels::kPairRow, w.to_end.data());
       if (!stash) transpose<P>(m, dv, V, ldv, w.vt.data(), ldp);
@@ -580,7 +591,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
                          [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, lag); });
       if constexpr (std::is_same_v<T, float>)
-        if (need_dk && !stream_dk && h + 1 == (g + 1) * group)
+        if (need_dk && !stream_dk && reask && h + 1 == (g + 1) * group)
           prefetch_rows_into_l1(a.dk.row(b, g, t0), m, dk, a.dk.seq_stride, true);
       if (need_dk) {  // dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T
         // P~ as pass 1 left it in dK's rows (the same bits), or computed here.
