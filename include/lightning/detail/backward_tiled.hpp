@@ -479,8 +479,8 @@ bool wide_panels(int64_t m, int64_t ldp, int64_t dk, int64_t l1_bytes) {
  * asked a block ahead by the Prefetcher): on an L1 below 48 KiB. On a Zen 4 (32 KB) many of those
  * lines had left L1 again, and the two requests took the avx2 backward 0.987x and then 0.990x its
  * time (tools/ab, n = 16384, one head, 400 pairs, fastest tenth); on the Intel Xeon of family 6 model
- * 167 (48 KB) the backward took 0.9888x, 0.9929x, 0.9945x and 0.9905x the time without them (30-40
- * pairs, heads 8), one of the two left out 0.997-1.005x.
+ * 167 (48 KB) the backward took 0.9888x, 0.9929x, 0.9945x, 0.9905x and 0.9895x the time without
+ * them (d = 128, 30-40 pairs, heads 8; 0.9978x at d = 64), one of the two left out 0.997-1.005x.
  */
 inline bool reask_into_l1(int64_t l1_bytes) { return l1_bytes < 48 * 1024; }
 
