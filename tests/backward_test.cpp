@@ -1065,8 +1065,9 @@ TEST(BackwardErrors, RejectsBadInputAndWritesNothing) {
 
 #if LIGHTNING_HAVE_AVX2
 // avx2's dV and R panels in pass 2 are 24 or 16 columns wide as the L1 holds the loop's working set
-// (detail::wide_panels), and pass 2 asks the V~^T stash and dK's rows into L1 again on an L1 below
-// 48 KiB (detail::reask_into_l1): whichever this machine takes, the suite above checks against the
+// (detail::wide_panels), and on an L1 below 48 KiB pass 2 asks the V~^T stash and dK's rows into L1
+// again (detail::reask_into_l1) and pass 1 asks its reads into L1, not L2
+// (detail::pass1_reads_into_l1): whichever this machine takes, the suite above checks against the
 // reference; here both settings, forced, give the same bits, with a short last block and d_v not a
 // whole number of tiles.
 TEST(BackwardPanels, EitherWidthGivesTheSameBits) {
@@ -1077,6 +1078,8 @@ TEST(BackwardPanels, EitherWidthGivesTheSameBits) {
   EXPECT_TRUE(detail::wide_panels<Path::scalar>(24, 24, 128, 1));
   EXPECT_TRUE(detail::reask_into_l1(32 * 1024));
   EXPECT_FALSE(detail::reask_into_l1(48 * 1024));
+  EXPECT_TRUE(detail::pass1_reads_into_l1(32 * 1024));
+  EXPECT_FALSE(detail::pass1_reads_into_l1(48 * 1024));
   const Case c{2, 2, 1, 100, 40, 56, 24};
   Problem p(c);
   const auto run = [&](int64_t l1_bytes) {
@@ -1088,6 +1091,7 @@ TEST(BackwardPanels, EitherWidthGivesTheSameBits) {
     args.l1_bytes = l1_bytes;
     EXPECT_EQ(detail::wide_panels<P>(c.block, detail::block_stride<P>(c.block), c.dk, l1_bytes), l1_bytes > 1);
     EXPECT_EQ(detail::reask_into_l1(l1_bytes), l1_bytes == 1);
+    EXPECT_EQ(detail::pass1_reads_into_l1(l1_bytes), l1_bytes == 1);
     detail::backward_all<P>(args, 1, nullptr, 0);
     return g;
   };

@@ -57,7 +57,7 @@ struct BackwardArgs {
   // Null, or S^T after the tokens (from state_in or zero) per (batch, k/v head) item, d_v x d_k each
   // [batch G, d_v, d_k]: a piece's own final state for a sequence split elsewhere (mpi::backward).
   float* states_t_out = nullptr;
-  int64_t l1_bytes = 0;  // the L1 size wide_panels and reask_into_l1 assume (a test sets it); 0: l1_data_bytes()
+  int64_t l1_bytes = 0;  // the L1 size wide_panels and the L1 choices assume (a test sets it); 0: l1_data_bytes()
 };
 
 /**
@@ -293,6 +293,20 @@ void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t
   pf.spread(tiles);
 }
 
+/** The L1 data cache size from which the backward's prefetch choices differ from a 32 KB L1's (Zen 4's). */
+inline constexpr int64_t kLargeL1Bytes = 48 * 1024;
+
+/**
+ * Whether pass 1's software prefetches ask the next block's inputs into L1 (else into L2 only): on
+ * an L1 below kLargeL1Bytes, as the forward does. On a Zen 4 (32 KB) reads into L1 took the forward
+ * 0.94-0.98x its time and the backward 0.98-1.00x (both passes); on the Intel Xeon of family 6
+ * model 167 (48 KB L1, 2 MB L2) pass 1's reads into L2 took the backward 0.9786x, 0.9757x and
+ * 0.9895x its time on avx512 and 0.9905x, 0.9909x, 0.9927x and 0.9940x on avx2 (tools/ab, d = 128,
+ * n = 16384, heads 8, 30-40 pairs; the unchanged forward 0.993-0.999x), where pass 2's reads into
+ * L2 had measured 0.993-1.001x.
+ */
+inline bool pass1_reads_into_l1(int64_t l1_bytes) { return l1_bytes < kLargeL1Bytes; }
+
 /**
  * Pass 1 (blocks in forward order) for batch b, k/v head g: dQ and the slope gradient; with
  * `final_st`, S^T after the last token there too (d_v x d_k, contiguous: backward_split's pieces).
@@ -302,7 +316,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
                            float* final_st = nullptr) {
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldst = w.ldst;
   Prefetcher& pf = w.prefetch;
-  pf.into_l1 = P != Path::scalar;
+  pf.into_l1 = P != Path::scalar && pass1_reads_into_l1(a.l1_bytes > 0 ? a.l1_bytes : l1_data_bytes());
   const auto tile = [&] { pf.tile(); };
   const bool need_dq = !a.dq.absent(), need_ds = a.d_slopes != nullptr, stash = stash_p_in_dk(a);
   const bool stream_dq = streams<P>(a.dq);  // then dQ's lines are neither prefetched nor read before the writes
@@ -482,7 +496,7 @@ bool wide_panels(int64_t m, int64_t ldp, int64_t dk, int64_t l1_bytes) {
  * 167 (48 KB) the backward took 0.9888x, 0.9929x, 0.9945x, 0.9905x and 0.9895x the time without
  * them (d = 128, 30-40 pairs, heads 8; 0.9978x at d = 64), one of the two left out 0.997-1.005x.
  */
-inline bool reask_into_l1(int64_t l1_bytes) { return l1_bytes < 48 * 1024; }
+inline bool reask_into_l1(int64_t l1_bytes) { return l1_bytes < kLargeL1Bytes; }
 
 /**
  * Pass 2 (blocks in reverse order) for batch b, k/v head g: dK, dV and dS_in. dK is summed
