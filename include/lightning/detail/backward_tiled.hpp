@@ -298,7 +298,7 @@ inline constexpr int64_t kLargeL1Bytes = 48 * 1024;
 
 /**
  * Whether pass 1's software prefetches ask the next block's inputs into L1 (else into L2 only): on
- * an L1 below kLargeL1Bytes, as the forward does. On a Zen 4 (32 KB) reads into L1 took the forward
+ * an L1 below kLargeL1Bytes (the forward's always do). On a Zen 4 (32 KB) reads into L1 took the forward
  * 0.94-0.98x its time and the backward 0.98-1.00x (both passes); on the Intel Xeon of family 6
  * model 167 (48 KB L1, 2 MB L2) pass 1's reads into L2 took the backward 0.9786x, 0.9757x and
  * 0.9895x its time on avx512 and 0.9905x, 0.9909x, 0.9927x and 0.9940x on avx2 (tools/ab, d = 128,
