@@ -58,6 +58,8 @@ struct BackwardArgs {
   // [batch G, d_v, d_k]: a piece's own final state for a sequence split elsewhere (mpi::backward).
   float* states_t_out = nullptr;
   int64_t l1_bytes = 0;  // the L1 size wide_panels and the L1 choices assume (a test sets it); 0: l1_data_bytes()
+  /** The L1 data cache size the block loops' choices assume: l1_bytes, or the machine's. */
+  int64_t l1() const { return l1_bytes > 0 ? l1_bytes : l1_data_bytes(); }
 };
 
 /**
@@ -316,7 +318,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
                            float* final_st = nullptr) {
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldst = w.ldst;
   Prefetcher& pf = w.prefetch;
-  pf.into_l1 = P != Path::scalar && pass1_reads_into_l1(a.l1_bytes > 0 ? a.l1_bytes : l1_data_bytes());
+  pf.into_l1 = P != Path::scalar && pass1_reads_into_l1(a.l1());
   const auto tile = [&] { pf.tile(); };
   const bool need_dq = !a.dq.absent(), need_ds = a.d_slopes != nullptr, stash = stash_p_in_dk(a);
   const bool stream_dq = streams<P>(a.dq);  // then dQ's lines are neither prefetched nor read before the writes
@@ -532,8 +534,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   // dK^T's products are one vector wide at avx512's block of 16: there they run in pair tiles
   // (kernels/avx512.hpp, pair_block); other blocks as below.
   constexpr bool has_pairs = kernels::PairTiles<P>::value;
-  const int64_t l1 = a.l1_bytes > 0 ? a.l1_bytes : l1_data_bytes();
-  const bool wide = wide_panels<P>(std::min(a.block, n), ldp, dk, l1), reask = reask_into_l1(l1);
+  const bool wide = wide_panels<P>(std::min(a.block, n), ldp, dk, a.l1()), reask = reask_into_l1(a.l1());
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
     const int64_t m = std::min(a.block, n - t0);
