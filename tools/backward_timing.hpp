@@ -42,15 +42,22 @@ struct TimingInputs {
 };
 
 /**
- * Runs forward (with state_out) and backward (dq, dk, dv and dS_in, from dS_out; d_slopes when
- * `slope_gradient`) alternately `reps` times on random [batch, heads, n, d] inputs with MiniMax-like
+ * The gradients a timed backward asks for: all of them (dq, dk, dv and dS_in), or one pass's worth,
+ * dq alone (pass 1 only) or dk, dv and dS_in (pass 2 only, which then computes P~ and V^T itself:
+ * without dq no pass 1 leaves them in dK's and dV's rows).
+ */
+enum class Gradients { all, dq, dk_dv };
+
+/**
+ * Runs forward (with state_out) and backward (`which` gradients; d_slopes too when `slope_gradient`,
+ * with all of them) alternately `reps` times on random [batch, heads, n, d] inputs with MiniMax-like
  * slopes, after one warm-up call of each, and returns the medians. The tensors start 64-byte lines
  * (bench/methods.hpp says why). block_size is Options::block_size
  * for both (0: the library's choice).
  */
 inline BackwardTiming time_backward(int64_t batch, int64_t heads, int64_t n, int64_t d_k, int64_t d_v, Path path,
                                     int reps, int threads = 1, bool slope_gradient = false,
-                                    int64_t block_size = 0) {
+                                    int64_t block_size = 0, Gradients which = Gradients::all) {
   const TimingInputs inputs(batch, heads, n, d_k, d_v);
   const detail::Floats &q = inputs.q, &k = inputs.k, &v = inputs.v, &d_o = inputs.d_o, &ds_out = inputs.ds_out;
   detail::Floats o(v.size()), s_out(ds_out.size()), dq(q.size()), dk(k.size()), dv(v.size()), ds_in(ds_out.size()),
@@ -65,10 +72,13 @@ inline BackwardTiming time_backward(int64_t batch, int64_t heads, int64_t n, int
   const auto run_forward = [&] {
     forward(in(q, d_k), in(k, d_k), in(v, d_v), out(o, d_v), opt, {}, state_view(s_out.data(), batch, heads, d_k, d_v));
   };
+  const bool pass1 = which != Gradients::dk_dv, pass2 = which != Gradients::dq;
   const auto run_backward = [&] {
-    backward(in(q, d_k), in(k, d_k), in(v, d_v), in(d_o, d_v), out(dq, d_k), out(dk, d_k), out(dv, d_v), opt, {},
+    backward(in(q, d_k), in(k, d_k), in(v, d_v), in(d_o, d_v), pass1 ? out(dq, d_k) : View<float>{},
+             pass2 ? out(dk, d_k) : View<float>{}, pass2 ? out(dv, d_v) : View<float>{}, opt, {},
              state_view(static_cast<const float*>(ds_out.data()), batch, heads, d_k, d_v),
-             state_view(ds_in.data(), batch, heads, d_k, d_v), slope_gradient ? d_slopes.data() : nullptr);
+             pass2 ? state_view(ds_in.data(), batch, heads, d_k, d_v) : View<float>{},
+             slope_gradient && which == Gradients::all ? d_slopes.data() : nullptr);
   };
   run_forward();
   run_backward();
