@@ -1,6 +1,6 @@
 // Prints the backward/forward time ratio per compiled path:
 //   time_backward [n] [heads] [d] [reps] [slope_gradient] [path] [passes]
-// path: scalar, avx2 or avx512 (default all). passes 1: also each pass alone against the forward, a
+// path: scalar, avx2, avx512 or all (the default). passes 1: also each pass alone against the forward, a
 // backward asking for dq alone (pass 1) and one asking for dk, dv and dS_in alone (pass 2, which then
 // computes what pass 1 would have left it), each alternated with the forward as the whole is.
 #include <cstdio>
