@@ -1070,7 +1070,7 @@ TEST(BackwardErrors, RejectsBadInputAndWritesNothing) {
 // (detail::pass1_reads_into_l1): whichever this machine takes, the suite above checks against the
 // reference; here both settings, forced, give the same bits, with a short last block and d_v not a
 // whole number of tiles.
-TEST(BackwardPanels, EitherWidthGivesTheSameBits) {
+TEST(BackwardL1Choices, EitherSettingGivesTheSameBits) {
   constexpr Path P = Path::avx2;
   EXPECT_FALSE(detail::wide_panels<P>(24, 24, 128, 32 * 1024));  // 43 KB at d = 128
   EXPECT_TRUE(detail::wide_panels<P>(24, 24, 128, 48 * 1024));
