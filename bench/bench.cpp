@@ -202,7 +202,13 @@ void sweep_row(benchmark::State& state, const Method& m, int64_t n, int64_t d) {
  * steps, two 64 MiB buffers in turn, ran at about 20.
  */
 double decode_state_bytes() {
-  static const double bytes = std::max(64.0 * (1 << 20), 2.0 * static_cast<double>(sysconf(_SC_LEVEL3_CACHE_SIZE)));
+  static const double bytes = [] {
+    double l3 = 0;  // none reported: 64 MiB, as before
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+    l3 = static_cast<double>(std::max(0L, sysconf(_SC_LEVEL3_CACHE_SIZE)));
+#endif
+    return std::max(64.0 * (1 << 20), 2.0 * l3);
+  }();
   return bytes;
 }
 
