@@ -41,9 +41,9 @@ struct Config {
   int threads = 1;
   double time_limit = 2.0;  // seconds: a row predicted to take longer is not run
   double min_time = 0.05;
-  // Backward rows run at least this long (not in a smoke run), for pairs enough that the summary's
-  // ratio is a median: at 0.05 s a row at n >= 4096 ran once, and the line pooled 4-5 pairs, whose
-  // median moved by 0.05-0.09 between runs on the Xeon of 2026-12-06.
+  // Backward rows run at least this long (in a smoke run as long as the others), for pairs enough that
+  // the summary's ratio is a median: at 0.05 s a row at n >= 4096 ran once, and the line pooled 4-5
+  // pairs, whose median moved by 0.05-0.09 between runs on the Xeon of 2026-12-06.
   double backward_min_time = 1.0;
   std::string out = "build/bench-out";
   std::vector<int64_t> ns, ds = {64, 128};
@@ -206,14 +206,7 @@ void sweep_row(benchmark::State& state, const Method& m, int64_t n, int64_t d) {
  * steps, two 64 MiB buffers in turn, ran at about 20.
  */
 double decode_state_bytes() {
-  static const double bytes = [] {
-    double l3 = 0;  // none reported: 64 MiB, as before
-#if defined(_SC_LEVEL3_CACHE_SIZE)
-    l3 = static_cast<double>(std::max(0L, sysconf(_SC_LEVEL3_CACHE_SIZE)));
-#endif
-    return std::max(64.0 * (1 << 20), 2.0 * l3);
-  }();
-  return bytes;
+  return std::max(64.0 * (1 << 20), 2.0 * static_cast<double>(lightning::detail::reported_cache_bytes(3)));
 }
 
 int64_t decode_batch(int64_t d) {
@@ -655,7 +648,7 @@ int run(int argc, char** argv) {
         const std::string name = m.name + "/d:" + std::to_string(d) + "/n:" + std::to_string(n);
         benchmark::RegisterBenchmark(name.c_str(), [&m, n, d](benchmark::State& s) { sweep_row(s, m, n, d); })
             ->Unit(benchmark::kMillisecond)
-            ->MinTime(m.backward ? std::max(cfg.min_time, cfg.backward_min_time) : cfg.min_time)
+            ->MinTime(m.backward ? cfg.backward_min_time : cfg.min_time)
             ->UseRealTime();
       }
   for (int64_t d : cfg.ds) {

@@ -51,16 +51,25 @@ inline int64_t walk_stride(int64_t cols) {
 }
 
 /**
- * The L1 data cache's size in bytes as the C library reports it (glibc: sysconf from CPUID), read once;
- * 32 KiB, the smaller L1 the loops were tuned on, where it reports none.
+ * A cache's size in bytes as the C library reports it (glibc: sysconf from CPUID): the L1 data cache
+ * (level 1) or the last level (3); 0 where it reports none.
+ */
+inline int64_t reported_cache_bytes([[maybe_unused]] int level) {
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+  const long n = sysconf(level == 1 ? _SC_LEVEL1_DCACHE_SIZE : _SC_LEVEL3_CACHE_SIZE);
+  if (n > 0) return static_cast<int64_t>(n);
+#endif
+  return 0;
+}
+
+/**
+ * The L1 data cache's size in bytes (reported_cache_bytes), read once; 32 KiB, the smaller L1 the
+ * loops were tuned on, where none is reported.
  */
 inline int64_t l1_data_bytes() {
   static const int64_t bytes = [] {
-#if defined(_SC_LEVEL1_DCACHE_SIZE)
-    const long n = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-    if (n > 0) return static_cast<int64_t>(n);
-#endif
-    return int64_t{32768};
+    const int64_t n = reported_cache_bytes(1);
+    return n > 0 ? n : int64_t{32768};
   }();
   return bytes;
 }
