@@ -181,16 +181,18 @@ double max_abs(const std::vector<float>& x) {
 }
 
 /**
- * What the library may drop by design (README): terms whose decay weight is below e^-44. Bounded
- * with the largest entries, for the state and for the outputs; negligible unless the data spans
- * some twelve orders of magnitude.
+ * What the library may drop by design (README, "Strong decay"): terms whose decay weight lambda^t is
+ * below e^-44, and in the outputs also those whose scaled weight c lambda^t is below the smallest
+ * normal float (the binding floor only for |c| < FLT_MIN e^44, about 1.5e-19). Bounded with the
+ * largest entries, for the state and for the outputs; negligible unless the data spans some twelve
+ * orders of magnitude or the scale is that small.
  */
 struct Flushed {
   double state, out;
   Flushed(double scale, int64_t dk, int64_t n, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& s) {
-    const double w = std::exp(-44.0);
-    state = w * (max_abs(k.buf) * max_abs(v.buf) * static_cast<double>(n) + max_abs(s.buf));
-    out = std::abs(scale) * max_abs(q.buf) * static_cast<double>(dk) * state;
+    const double w = std::exp(-44.0), reach = max_abs(k.buf) * max_abs(v.buf) * static_cast<double>(n) + max_abs(s.buf);
+    state = w * reach;
+    out = (std::abs(scale) * w + FLT_MIN) * max_abs(q.buf) * static_cast<double>(dk) * reach;
   }
 };
 
@@ -715,7 +717,9 @@ void fuzz_varlen(Bytes& in) {
                                       int64_t{1} << 62, 0};
     int64_t& x = offsets[in.u8() % offsets.size()];
     const uint8_t how = in.u8() % 8;
-    x = how < 6 ? hostile[how] : how == 6 ? x - 1 : N < std::numeric_limits<int64_t>::max() ? N + 1 : N;
+    // x - 1 and N + 1 saturate: the offsets are capped at N, a hostile extent such as INT64_MIN or INT64_MAX.
+    const int64_t lowest = std::numeric_limits<int64_t>::min(), highest = std::numeric_limits<int64_t>::max();
+    x = how < 6 ? hostile[how] : how == 6 ? (x > lowest ? x - 1 : x) : N < highest ? N + 1 : N;
   }
   Tensor q = make(in, B, H, N, dk, rng, specials), k = make(in, B, G, N, dk, rng, specials),
          v = make(in, B, G, N, dv, rng, specials), o = make(in, B, H, N, dv, rng, {});
