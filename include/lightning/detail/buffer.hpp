@@ -52,10 +52,11 @@ inline int64_t walk_stride(int64_t cols) {
 
 /**
  * A cache's size in bytes as the C library reports it (glibc: sysconf from CPUID): the L1 data cache
- * (level 1) or the last level (3); 0 where it reports none.
+ * (level 1) or the L3 (level 3); 0 for any other level and where it reports none.
  */
 inline int64_t reported_cache_bytes([[maybe_unused]] int level) {
 #if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+  if (level != 1 && level != 3) return 0;
   const long n = sysconf(level == 1 ? _SC_LEVEL1_DCACHE_SIZE : _SC_LEVEL3_CACHE_SIZE);
   if (n > 0) return static_cast<int64_t>(n);
 #endif
