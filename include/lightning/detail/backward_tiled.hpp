@@ -389,18 +389,19 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (!need_ds) mask_p(i0, mr);
       });
       if (need_ds) {
-        // (i+1) q_i . (c lambda^{i+1} do_i S^T) and q_i W (c lambda^{i+1} do_i)^T (the first is dQ's
-        // inter part, taken again here so that dQ has the same bits whether or not d_slopes is asked
-        // for), then sum_{j<i} (c (i-j) lambda^{i-j}) A_ij P_ij. The scale comes first in each, so
-        // that no unscaled product leaves fp32 where the scaled sum does not: at scale 0, dO W^T or
-        // A_ij P_ij past FLT_MAX made d_slopes 0 * Inf = NaN (found by the fuzzer, 2026-12-04).
-        if (!s_zero) {
-          gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, St, ldst, w.y.data(), dk, 0.0f);
-          slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [](int64_t i) { return i + 1.0; });
-        }
+        // q_i W (c lambda^{i+1} do_i)^T and (i+1) q_i . (c lambda^{i+1} do_i S^T) (the second is dQ's
+        // inter part, from which dQ's tiles then start: the same bits whether or not d_slopes is
+        // asked for, and one d^2 product fewer than taking it twice), then sum_{j<i} (c (i-j)
+        // lambda^{i-j}) A_ij P_ij. The scale comes first in each, so that no unscaled product leaves
+        // fp32 where the scaled sum does not: at scale 0, dO W^T or A_ij P_ij past FLT_MAX made
+        // d_slopes 0 * Inf = NaN (found by the fuzzer, 2026-12-04).
         if (!w_zero) {
           gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, Wt, ldst, w.y.data(), dk, 0.0f);
           slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [](int64_t) { return 1.0; });
+        }
+        if (!s_zero) {  // left in y for dQ (gemm_plus_triangle's C0)
+          gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, St, ldst, w.y.data(), dk, 0.0f);
+          slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [](int64_t i) { return i + 1.0; });
         }
         gemm_triangle<P>(false, m, dk, Q, ldq, w.kt.data(), ldp, Am, ldp, NoOp{}, [](int64_t, int) {});
         double acc = 0;
@@ -415,8 +416,9 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (need_ds) mask_p(0, m);
         int64_t ldd;
         float* dQ = gradient_rows(a.dq, b, h, t0, w.dq, ldd);
-        gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero ? 0 : dv, w.dos.data(), dv, St, ldst, Pm, ldp, K, ldk, dQ,
-                              ldd, 0.0f, tile, stream_dq);
+        const bool inter_in_y = need_ds && !s_zero;
+        gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero || inter_in_y ? 0 : dv, w.dos.data(), dv, St, ldst, Pm, ldp,
+                              K, ldk, dQ, ldd, 0.0f, tile, stream_dq, inter_in_y ? w.y.data() : nullptr, dk);
         store_rows<P>(dQ, ldd, a.dq, b, h, t0, m);
         if constexpr (std::is_same_v<T, float>)
           if (stash) {

@@ -182,12 +182,15 @@ void gemm_triangle(bool upper, int64_t M, int64_t K, const float* A, int64_t lda
  * lower_k: row i over k <= i; upper_k: over k >= i), B is M x N. Both terms meet in one register
  * tile per (row tile, column tile); the triangle's diagonal blocks skip its zeros, so that a NaN or
  * Inf in B reaches only the rows that depend on it. after_tile() runs after each register tile.
- * `stream`: C's full vectors leave by non-temporal stores (detail/stream.hpp).
+ * `stream`: C's full vectors leave by non-temporal stores (detail/stream.hpp). `C0` (not null, M x N,
+ * row stride ldc0): the sum starts from it, C = beta C + (C0 + X Y + T B); with C0 = X Y from gemm
+ * and kx = 0, the bits of the one call.
  */
 template <Path P, class AfterTile = NoOp>
 void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float* X, int64_t ldx, const float* Y,
                         int64_t ldy, const float* T, int64_t ldt, const float* B, int64_t ldb, float* C, int64_t ldc,
-                        float beta, AfterTile&& after_tile = {}, bool stream = false) {
+                        float beta, AfterTile&& after_tile = {}, bool stream = false, const float* C0 = nullptr,
+                        int64_t ldc0 = 0) {
   using Ker = kernels::Kernels<P>;
   for (int64_t j0 = 0, cols = 0; j0 < N; j0 += cols) {
     const int nr = col_tile<P>(N - j0);
@@ -196,7 +199,7 @@ void gemm_plus_triangle(Part part, int64_t M, int64_t N, int64_t kx, const float
       const int mr = row_tile(M - i0, tile_rows_for<P>(nr));
       rows = mr;
       Ker::gemm_tile2(mr, nr, {kx, X + i0 * ldx, ldx, Y + j0, ldy}, part_operand(part, i0, mr, M, T, ldt, B, ldb, j0),
-                      C + i0 * ldc + j0, ldc, beta, stream);
+                      C + i0 * ldc + j0, ldc, beta, stream, C0 ? C0 + i0 * ldc0 + j0 : nullptr, ldc0);
       after_tile();
     }
   }

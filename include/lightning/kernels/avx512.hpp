@@ -213,8 +213,8 @@ struct Kernels<Path::avx512> {
   static constexpr int UMR = MR + 1;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
-                         float beta, bool stream = false) {
-    simd::gemm_tile2<avx512_detail::Ops, MR, NR, NMR>(mr, nr, x, y, C, ldc, beta, stream);
+                         float beta, bool stream = false, const float* C0 = nullptr, int64_t ldc0 = 0) {
+    simd::gemm_tile2<avx512_detail::Ops, MR, NR, NMR>(mr, nr, x, y, C, ldc, beta, stream, C0, ldc0);
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {

@@ -13,8 +13,11 @@
 //   // The same over two k-ranges summed in the registers: C = beta C + x.A x.B + y.A y.B (simd_tile.hpp);
 //   // an operand's steps p < `narrow` may skip the vectors past column p; y's first or last mr
 //   // steps may be a causal triangle's diagonal block, whose zeros are skipped (Operand::diagonal).
+//   // `stream`: non-temporal stores where the path has them; `C0` (not null): the registers start
+//   // from C0's tile (row stride ldc0) rather than from zero, before x and y are added.
 //   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C,
-//                          int64_t ldc, float beta);
+//                          int64_t ldc, float beta, bool stream = false, const float* C0 = nullptr,
+//                          int64_t ldc0 = 0);
 //   // y = a * x + b * y, and y += a * x, over n floats (the decode step's row updates).
 //   static void axpby(int64_t n, float a, const float* x, float b, float* y);
 //   static void axpy(int64_t n, float a, const float* x, float* y);

@@ -13,8 +13,12 @@ struct Kernels<Path::scalar> {
   static constexpr int MR = 4, NR = 8, W = 1, TT = 8, NMR = MR, UMR = MR;
 
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
-                         float beta, bool /*stream: no such store here*/ = false) {
+                         float beta, bool /*stream: no such store here*/ = false, const float* C0 = nullptr,
+                         int64_t ldc0 = 0) {
     float acc[MR][NR] = {};
+    if (C0)
+      for (int r = 0; r < mr; ++r)
+        for (int c = 0; c < nr; ++c) acc[r][c] = C0[r * ldc0 + c];
     for (const simd::Operand* s : {&x, &y}) {
       // A diagonal block's zeros are skipped (simd::Operand): its step d feeds rows r >= d (lower, the
       // last mr steps) or r <= d (upper, the first mr); [p0, p1) are the steps that feed every row.

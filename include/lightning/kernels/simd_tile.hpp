@@ -147,6 +147,10 @@ template <class Ops, int R, int V, bool full, bool second>
  * cache lines, detail/stream.hpp): C is an output that no one reads soon.
  * `full` says every lane of every vector is in range, so no load or store is masked (masked stores
  * are slow on AMD cores and block store forwarding): the common tiles use none.
+ * `C0` (null: zeros) holds the accumulators' start, row stride ldc0: C = beta C + (C0 + x.A x.B +
+ * y.A y.B) with the sum taken in that order, so that a product split in two calls, the first one's
+ * result passed as the second one's C0, has the bits of the product in one call (the backward's dQ
+ * when the slope gradient also reads its first term).
  *
  * Never inlined: inlined into a block loop (g++ 12 did so for the backward's dK^T tiles), the R row
  * pointers of A no longer fit in the general registers beside the loop's own values, and each
@@ -155,14 +159,23 @@ template <class Ops, int R, int V, bool full, bool second>
  */
 template <class Ops, int R, int V, bool full, bool two>
 [[gnu::noinline]] void tile(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
-                           bool stream) {
+                           bool stream, const float* C0 = nullptr, int64_t ldc0 = 0) {
   using Vec = typename Ops::Vec;
   using Mask = typename Ops::Mask;
   Mask mask[V];
   LIGHTNING_UNROLL for (int v = 0; v < V; ++v) mask[v] = Ops::lane_mask(full ? Ops::W : nr - Ops::W * v);
   Vec acc[R][V];
-  LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
-    LIGHTNING_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = Ops::zero();
+  if (C0) {
+    LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
+      LIGHTNING_UNROLL for (int v = 0; v < V; ++v) {
+        const float* in = C0 + r * ldc0 + Ops::W * v;
+        acc[r][v] = full ? Ops::load(in) : Ops::maskload(in, mask[v]);
+      }
+    }
+  } else {
+    LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
+      LIGHTNING_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = Ops::zero();
+    }
   }
   accumulate<Ops, R, V, full, false>(x, mask, acc);
   if constexpr (two) accumulate<Ops, R, V, full, true>(y, mask, acc);
@@ -193,14 +206,14 @@ template <class Ops, int R, int V, bool full, bool two>
 /** The tile for nr in [1, NV W]: NV vectors when nr fills them, fewer (or a masked last one) otherwise. */
 template <class Ops, int R, int NV>
 inline void tile_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
-                      bool stream = false) {
+                      bool stream = false, const float* C0 = nullptr, int64_t ldc0 = 0) {
   constexpr int W = Ops::W;
   if constexpr (NV > 1)
-    if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1>(nr, x, y, C, ldc, beta, stream);
+    if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
   if (nr == NV * W)
-    tile<Ops, R, NV, true, true>(nr, x, y, C, ldc, beta, stream);
+    tile<Ops, R, NV, true, true>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
   else
-    tile<Ops, R, NV, false, true>(nr, x, y, C, ldc, beta, stream);
+    tile<Ops, R, NV, false, true>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
 }
 
 /**
@@ -222,11 +235,12 @@ inline void whole_vector_rows(int nr, const Operand& x, float* C, int64_t ldc, f
  * at R rows).
  */
 template <class Ops, int R, int NV>
-inline void widest_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta, bool stream) {
+inline void widest_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta, bool stream,
+                        const float* C0, int64_t ldc0) {
   if (nr == NV * Ops::W)
-    tile<Ops, R, NV, true, true>(nr, x, y, C, ldc, beta, stream);
+    tile<Ops, R, NV, true, true>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
   else
-    tile<Ops, R, NV, false, true>(nr, x, y, C, ldc, beta, stream);
+    tile<Ops, R, NV, false, true>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
 }
 
 /** o's B `cols` columns on, without its staircase (Operand::narrow), over whose zeros a kernel may run. */
@@ -244,15 +258,16 @@ inline Operand columns_from(const Operand& o, int64_t cols) {
  */
 template <class Ops, int R, int NV, int MR>
 inline void wide_at_mr_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
-                            bool stream) {
+                            bool stream, const float* C0, int64_t ldc0) {
   constexpr int W = Ops::W;
-  if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1>(nr, x, y, C, ldc, beta, stream);
+  if (nr <= (NV - 1) * W) return tile_rows<Ops, R, NV - 1>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
   if constexpr (R == MR) {
-    if (nr == NV * W) return tile<Ops, R, NV, true, true>(nr, x, y, C, ldc, beta, stream);
+    if (nr == NV * W) return tile<Ops, R, NV, true, true>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
   }
   constexpr int first = (NV - 1) * W;
-  tile_rows<Ops, R, NV - 1>(first, x, y, C, ldc, beta, stream);
-  tile_rows<Ops, R, 1>(nr - first, columns_from(x, first), columns_from(y, first), C + first, ldc, beta, stream);
+  tile_rows<Ops, R, NV - 1>(first, x, y, C, ldc, beta, stream, C0, ldc0);
+  tile_rows<Ops, R, 1>(nr - first, columns_from(x, first), columns_from(y, first), C + first, ldc, beta, stream,
+                       C0 ? C0 + first : nullptr, ldc0);
 }
 
 /**
@@ -262,26 +277,26 @@ inline void wide_at_mr_rows(int nr, const Operand& x, const Operand& y, float* C
  */
 template <class Ops, int MR, int NR, int NMR>
 inline void gemm_tile2(int mr, int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
-                       bool stream) {
+                       bool stream, const float* C0 = nullptr, int64_t ldc0 = 0) {
   constexpr int NV = NR / Ops::W;
   assert(mr >= 1 && mr <= (nr <= NR - Ops::W ? NMR : MR));  // with_rows would clamp a larger mr silently
   if constexpr (NMR != MR) {
     if (nr <= NR - Ops::W) {
       with_rows<NMR>(mr, [&](auto rows) {
-        tile_rows<Ops, decltype(rows)::value, NV - 1>(nr, x, y, C, ldc, beta, stream);
+        tile_rows<Ops, decltype(rows)::value, NV - 1>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
       });
     } else {
       with_rows<MR>(mr, [&](auto rows) {
-        widest_rows<Ops, decltype(rows)::value, NV>(nr, x, y, C, ldc, beta, stream);
+        widest_rows<Ops, decltype(rows)::value, NV>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
       });
     }
   } else if constexpr (NV >= 3) {
     with_rows<MR>(mr, [&](auto rows) {
-      wide_at_mr_rows<Ops, decltype(rows)::value, NV, MR>(nr, x, y, C, ldc, beta, stream);
+      wide_at_mr_rows<Ops, decltype(rows)::value, NV, MR>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
     });
   } else {
     with_rows<MR>(mr, [&](auto rows) {
-      tile_rows<Ops, decltype(rows)::value, NV>(nr, x, y, C, ldc, beta, stream);
+      tile_rows<Ops, decltype(rows)::value, NV>(nr, x, y, C, ldc, beta, stream, C0, ldc0);
     });
   }
 }
