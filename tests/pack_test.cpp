@@ -145,6 +145,35 @@ TEST_P(TileLoops, ProductsMatchALoop) {
     }
 }
 
+// gemm_plus_triangle started from C0 = X Y (made by gemm, kx = 0 then) has the bits of the one call
+// that takes X Y in its tiles (the backward's dQ with and without d_slopes), over row and column rests,
+// both triangles and a beta; C's padding columns untouched.
+TEST_P(TileLoops, SumStartedFromC0HasTheBitsOfOneCall) {
+  for (int64_t M : {1, 3, 5, 8, 9, 13, 24, 26})
+    for (int64_t N : {1, 7, 9, 16, 24, 31, 33, 48, 49, 97, 128}) {
+      const int64_t kx = 37, ldx = kx + 1, ldy = N + 3, ldt = M + 2, ldb = N + 1, ldc = N + 3, ldz = N + 2;
+      const uint64_t seed = static_cast<uint64_t>(M * 1000 + N + 500000);
+      const auto X = randn(static_cast<size_t>(M * ldx), 1.0f, seed);
+      const auto Y = randn(static_cast<size_t>(kx * ldy), 1.0f, seed + 1);
+      const auto T = randn(static_cast<size_t>(M * ldt), 1.0f, seed + 2);  // both calls read the same entries
+      const auto B = randn(static_cast<size_t>(M * ldb), 1.0f, seed + 3);
+      const auto C0 = randn(static_cast<size_t>(M * ldc), 1.0f, seed + 4);
+      for (const detail::Part part : {detail::Part::lower_k, detail::Part::upper_k}) {
+        std::vector<float> one = C0, two = C0, Z(static_cast<size_t>(M * ldz), 7.0f);
+        detail::with_path(GetParam(), [&](auto path) {
+          constexpr Path P = decltype(path)::value;
+          detail::gemm_plus_triangle<P>(part, M, N, kx, X.data(), ldx, Y.data(), ldy, T.data(), ldt, B.data(), ldb,
+                                        one.data(), ldc, 0.5f);
+          detail::gemm<P>(detail::Part::full, M, N, kx, X.data(), ldx, Y.data(), ldy, Z.data(), ldz, 0.0f);
+          detail::gemm_plus_triangle<P>(part, M, N, 0, X.data(), ldx, Y.data(), ldy, T.data(), ldt, B.data(), ldb,
+                                        two.data(), ldc, 0.5f, detail::NoOp{}, false, Z.data(), ldz);
+        });
+        EXPECT_EQ(one, two) << M << " x " << N << (part == detail::Part::lower_k ? " lower" : " upper");
+        EXPECT_NE(one, C0) << M << " x " << N;
+      }
+    }
+}
+
 // C = beta C + X Y + A L with L an N x N lower triangle (zeros above the diagonal, the transposed
 // gradient dK^T's form), against a loop in double: widths that split a tile of three vectors on avx512
 // (33-47, and 48 at row counts below MR) and rests beside whole tiles, the padding columns untouched.
