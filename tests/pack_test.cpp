@@ -147,7 +147,7 @@ TEST_P(TileLoops, ProductsMatchALoop) {
 
 // gemm_plus_triangle started from C0 = X Y (made by gemm, kx = 0 then) has the bits of the one call
 // that takes X Y in its tiles (the backward's dQ with and without d_slopes), over row and column rests,
-// both triangles and a beta; C's padding columns untouched.
+// both triangles and a beta; C's padding columns compared too.
 TEST_P(TileLoops, SumStartedFromC0HasTheBitsOfOneCall) {
   for (int64_t M : {1, 3, 5, 8, 9, 13, 24, 26})
     for (int64_t N : {1, 7, 9, 16, 24, 31, 33, 48, 49, 97, 128}) {

@@ -164,13 +164,14 @@ template <class Ops, int R, int V, bool full, bool two>
   using Mask = typename Ops::Mask;
   Mask mask[V];
   LIGHTNING_UNROLL for (int v = 0; v < V; ++v) mask[v] = Ops::lane_mask(full ? Ops::W : nr - Ops::W * v);
+  // Vector v of a row of C or C0: masked where the tile is not `full`.
+  const auto load = [&](const float* row, int v) {
+    return full ? Ops::load(row + Ops::W * v) : Ops::maskload(row + Ops::W * v, mask[v]);
+  };
   Vec acc[R][V];
   if (C0) {
     LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
-      LIGHTNING_UNROLL for (int v = 0; v < V; ++v) {
-        const float* in = C0 + r * ldc0 + Ops::W * v;
-        acc[r][v] = full ? Ops::load(in) : Ops::maskload(in, mask[v]);
-      }
+      LIGHTNING_UNROLL for (int v = 0; v < V; ++v) acc[r][v] = load(C0 + r * ldc0, v);
     }
   } else {
     LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
@@ -183,7 +184,7 @@ template <class Ops, int R, int V, bool full, bool two>
     LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
       LIGHTNING_UNROLL for (int v = 0; v < V; ++v) {
         float* out = C + r * ldc + Ops::W * v;
-        const Vec result = sum(full ? Ops::load(out) : Ops::maskload(out, mask[v]), acc[r][v]);
+        const Vec result = sum(load(C + r * ldc, v), acc[r][v]);
         if (full && stream)
           Ops::stream(out, result);
         else if (full)
