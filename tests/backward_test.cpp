@@ -940,11 +940,13 @@ TEST(BackwardEdges, PrefetcherIgnoresStreamsWithoutColumns) {
 }
 
 // step<true> (pass 2's order) asks exactly the lines step<false> asks, each stream from its last line
-// to its first, streams in the order added; both finish after as many lines.
+// to its first, streams in the order added; both finish after as many lines. The requests' spacing
+// (Prefetcher::pace, every value the switch has) changes neither.
 TEST(BackwardEdges, PrefetcherDescendingAsksTheSameLinesInReverse) {
   std::vector<float> x(4 * 64), y(4 * 64);
-  const auto asked = [&](bool down) {
+  const auto asked = [&](bool down, int pace = 0) {
     detail::Prefetcher pf;
+    pf.pace = pace;
     pf.start(3);                                                            // rows 1..3 of each
     pf.add(View<float>(x.data(), 1, 1, 4, 40, 0, 0, 64), 0, 0, 1, false);  // 40 floats: 3 lines a row
     pf.add(View<float>(y.data(), 1, 1, 4, 16, 0, 0, 64), 0, 0, 1, true);   // 1 line a row
@@ -971,6 +973,10 @@ TEST(BackwardEdges, PrefetcherDescendingAsksTheSameLinesInReverse) {
     EXPECT_TRUE(up[static_cast<size_t>(9 + r)].second && down[static_cast<size_t>(9 + r)].second);
   }
   EXPECT_FALSE(up[0].second || down[0].second);
+  for (int pace = 1; pace <= 5; ++pace) {
+    EXPECT_EQ(asked(false, pace), up) << "pace " << pace;
+    EXPECT_EQ(asked(true, pace), down) << "pace " << pace;
+  }
 }
 
 // Every bad input throws before anything is written.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <iterator>
+#include <type_traits>
 
 #include "lightning/types.hpp"
 
@@ -61,10 +62,47 @@ struct PrefetchLine {
 inline constexpr int64_t kBlocksAhead = 1;
 
 /**
+ * How many dependent integer multiplies (3 cycles each) separate two of the Prefetcher's requests
+ * (Prefetcher::pace): d_k d_v / 4096, from 1 to 4, so about 13 cycles between requests at d = 128
+ * and 4 at d = 64, where a tight loop had issued one or two per cycle. The more arithmetic a block
+ * does per line it asks for, the wider the requests can be spaced. On the Intel Xeon of family 6
+ * model 167 (tools/ab, g++ 12, n = 16384, heads 8, 20-30 pairs, the same bits; backward and forward
+ * new/old against no spacing), at d = 128: 1 multiply avx2 0.926 and 0.973, avx512 0.986 and 0.954;
+ * 2 avx2 0.915 and 0.945, avx512 0.976 and 0.895; 3 avx2 0.924 and 0.940, avx512 0.960 and 0.876;
+ * 4 avx2 0.916 and 0.932, avx512 0.955 and 0.881; 8 avx2 0.973 and 0.974, avx512 1.001 and 0.922.
+ * At d = 64: 1 avx2 0.965 and 0.991, avx512 0.945 and 0.997; 2 avx2 0.959 and 1.019, avx512 0.973
+ * and 1.015; 4 avx2 0.976 and 1.024, avx512 0.918 and 1.076. Spacing the requests with loads instead
+ * (two volatile reads per request) gained as much on some code layouts and nothing on others; a
+ * multiply's latency does not depend on the layout. The tiles after a step do not wait on its chain.
+ */
+inline int pace_for(int64_t dk, int64_t dv) {
+  return static_cast<int>(std::clamp<int64_t>(dk * dv / 4096, 1, 4));
+}
+
+/**
+ * Makes `offset`, the next request's offset, wait Multiplies dependent multiplies (x86-64 GCC and
+ * clang), written out: as a loop over a run-time count (a compare and a branch per multiply) the
+ * avx512 backward took longer than with no spacing at all (time_backward, d = 128, heads 8, three
+ * runs: 0.226-0.232 s against 0.204-0.212 s; written out 0.189-0.206 s).
+ */
+template <int Multiplies>
+[[gnu::always_inline]] inline void pace_request(int64_t& offset) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  if constexpr (Multiplies > 0) {
+    asm volatile("imul $1, %0, %0" : "+r"(offset));
+    pace_request<Multiplies - 1>(offset);
+  }
+#else
+  (void)offset;
+#endif
+}
+
+/**
  * A later block's rows of the inputs and outputs, asked into cache a few lines at a time between
  * register tiles: a block's inputs are touched once per block, so the hardware prefetcher, seeing each stream
  * pause for the whole block's arithmetic, leaves every block's first touch waiting on memory; asked
- * all at once, the requests queue behind each other and stall the loop that issues them.
+ * all at once, the requests queue behind each other and stall the loop that issues them, and even a
+ * tile's share of them back to back cost time (pace_for): they leave spaced by `pace`.
  */
 struct Prefetcher {
   struct Stream {
@@ -82,6 +120,8 @@ struct Prefetcher {
    * took 1.3-1.7x as long in the backward. The block loops set it per path.
    */
   bool into_l1 = false;
+  /** The multiplies each request waits before the next one leaves (pace_for; 0: none). The block loops set it. */
+  int pace = 0;
   /**
    * Adds x's rows from (b, h, t), for the rows given to start() (none when that was 0, nor when x
    * has no columns: step() could not finish a stream of no lines).
@@ -105,8 +145,8 @@ struct Prefetcher {
   template <bool Down = false>
   void tile() { step<Down>(per_tile); }
   /**
-   * Asks for the next n lines, if any are left: a row's lines in one tight loop per call (a pointer
-   * add, the prefetch, a compare), the stream's fields read once per row. The cursor lives in
+   * Asks for the next n lines, if any are left: a row's lines in one loop per call (the prefetch,
+   * a pointer add, the pace, a compare), the stream's fields read once per row. The cursor lives in
    * locals for the loop: kept in the members, every line paid a store and a reload of them, a chain
    * through memory (this loop held 11.5% of a cpu-clock profile of the avx512 forward at d = 64,
    * half of it off the prefetches).
@@ -127,7 +167,20 @@ struct Prefetcher {
       constexpr int64_t next = Down ? -64 : 64;
       const int64_t r = Down ? rows - 1 - s_row : s_row, first = Down ? s.lines - 1 - s_line : s_line;
       const char* p = s.row + r * s.stride + first * 64;
-      for (int64_t l = 0; l < take; ++l) ask(p + next * l, s.write, into_l1);
+      const auto issue = [&](auto multiplies) {
+        for (int64_t l = 0, offset = 0; l < take; ++l) {
+          ask(p + offset, s.write, into_l1);
+          offset += next;
+          pace_request<decltype(multiplies)::value>(offset);  // the next request waits on the chain
+        }
+      };
+      switch (pace) {
+        case 0: issue(std::integral_constant<int, 0>{}); break;
+        case 1: issue(std::integral_constant<int, 1>{}); break;
+        case 2: issue(std::integral_constant<int, 2>{}); break;
+        case 3: issue(std::integral_constant<int, 3>{}); break;
+        default: issue(std::integral_constant<int, 4>{}); break;
+      }
       left -= take;
       if ((s_line += take) == s.lines) {
         s_line = 0;
