@@ -319,7 +319,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldst = w.ldst;
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar && pass1_reads_into_l1(a.l1());
-  pf.pace = pace_for(dk, dv);
+  pf.pace = pace_for(P, dk, dv);
   const auto tile = [&] { pf.tile(); };
   const bool need_dq = !a.dq.absent(), need_ds = a.d_slopes != nullptr, stash = stash_p_in_dk(a);
   const bool stream_dq = streams<P>(a.dq);  // then dQ's lines are neither prefetched nor read before the writes
@@ -514,7 +514,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldr = w.ldr;
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar;
-  pf.pace = pace_for(dk, dv);
+  pf.pace = pace_for(P, dk, dv);
   const auto tile = [&] { pf.tile<true>(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
   const bool stash = stash_p_in_dk(a);  // pass 1 ran (for dQ) and left P~ in dK's rows

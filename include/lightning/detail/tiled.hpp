@@ -183,7 +183,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     for (int64_t i = 0; i < dk; ++i) std::copy_n(a.state_in.row(sb, g, i), dv, S + i * lds);
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar;
-  pf.pace = pace_for(dk, dv);
+  pf.pace = pace_for(P, dk, dv);
   const bool stream_o = streams<P>(a.o);  // then o's lines are neither prefetched nor read before the writes
   // Without o only the state is computed (mpi::backward's pieces): no q head is read.
   const int64_t heads = a.o.absent() ? 0 : group, h_begin = g * group, h_end = h_begin + heads;
