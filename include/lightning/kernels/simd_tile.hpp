@@ -33,6 +33,13 @@ struct Operand {
 // tile); unrolled first, they stay in registers from the first FMA to the store of C.
 #define LIGHTNING_UNROLL _Pragma("GCC unroll 16")
 
+/** Vector v of a row of B, C or C0: masked where the tile is not `full`. */
+template <class Ops, int V, bool full>
+[[gnu::always_inline]] inline typename Ops::Vec row_vector(const float* row, int v,
+                                                           const typename Ops::Mask (&mask)[V]) {
+  return full ? Ops::load(row + Ops::W * v) : Ops::maskload(row + Ops::W * v, mask[v]);
+}
+
 /** acc += A[:, p] B[p, :]: one step of the k loop. */
 template <class Ops, int R, int V, bool full>
 [[gnu::always_inline]] inline void k_step(const float* A, int64_t lda, const float* B, int64_t ldb, int64_t p,
@@ -40,7 +47,7 @@ template <class Ops, int R, int V, bool full>
   using Vec = typename Ops::Vec;
   Vec b[V];
   LIGHTNING_UNROLL for (int v = 0; v < V; ++v) {
-    b[v] = full ? Ops::load(B + p * ldb + Ops::W * v) : Ops::maskload(B + p * ldb + Ops::W * v, mask[v]);
+    b[v] = row_vector<Ops, V, full>(B + p * ldb, v, mask);
   }
   LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
     const Vec a = Ops::set1(A[r * lda + p]);
@@ -60,7 +67,7 @@ template <class Ops, int R, int V, bool full, bool lower>
   LIGHTNING_UNROLL for (int s = 0; s < R; ++s) {
     Vec b[V];
     LIGHTNING_UNROLL for (int v = 0; v < V; ++v) {
-      b[v] = full ? Ops::load(B + s * ldb + Ops::W * v) : Ops::maskload(B + s * ldb + Ops::W * v, mask[v]);
+      b[v] = row_vector<Ops, V, full>(B + s * ldb, v, mask);
     }
     LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
       if (lower ? r < s : r > s) continue;
@@ -85,7 +92,7 @@ template <class Ops, int R, int V, bool full, int Used>
   for (const int64_t end = narrow < Used * Ops::W ? narrow : Used * Ops::W; p < end; ++p) {
     Vec b[Used];
     LIGHTNING_UNROLL for (int v = 0; v < Used; ++v) {
-      b[v] = full ? Ops::load(B + p * ldb + Ops::W * v) : Ops::maskload(B + p * ldb + Ops::W * v, mask[v]);
+      b[v] = row_vector<Ops, V, full>(B + p * ldb, v, mask);
     }
     LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
       const Vec a = Ops::set1(A[r * lda + p]);
@@ -134,13 +141,6 @@ template <class Ops, int R, int V, bool full, bool second>
   } else {
     for (; p < end; ++p) k_step<Ops, R, V, full>(A, lda, B, ldb, p, mask, acc);
   }
-}
-
-/** Vector v of a row of C or C0: masked where the tile is not `full`. */
-template <class Ops, int V, bool full>
-[[gnu::always_inline]] inline typename Ops::Vec row_vector(const float* row, int v,
-                                                           const typename Ops::Mask (&mask)[V]) {
-  return full ? Ops::load(row + Ops::W * v) : Ops::maskload(row + Ops::W * v, mask[v]);
 }
 
 /**
