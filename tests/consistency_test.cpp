@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "lightning/reference/reference.hpp"
 #include "util.hpp"
 
 namespace lightning::test {
@@ -82,6 +83,50 @@ TEST_P(Consistency, DecodeWithSlotCacheSkipsPadding) {
 }
 
 LIGHTNING_INSTANTIATE_FOR_PATHS(Consistency);
+
+#if LIGHTNING_HAVE_AVX512
+/** Sets detail::avx512_decode_in_256_bits for a scope. */
+class Avx512DecodeRowKernel {
+ public:
+  explicit Avx512DecodeRowKernel(bool narrow) { detail::avx512_decode_in_256_bits = narrow; }
+  ~Avx512DecodeRowKernel() { detail::avx512_decode_in_256_bits = saved_; }
+
+ private:
+  bool saved_ = detail::avx512_decode_in_256_bits;
+};
+
+// The avx512 decode's two row kernels, its own 512-bit one and avx2's 256-bit one (which it takes on
+// AMD cores): decode steps from a random state, two q heads per k/v head (the group's second head
+// reads the updated row) and a slow decay (the lambda S = S - mu S form), against the double
+// recurrence, vector tails of every kind; where d_v is a multiple of 8 the two give the same bits.
+TEST(Avx512DecodeRows, BothRowKernelsMatchTheRecurrence) {
+  const float slopes[] = {0.3f, 1e-6f};
+  for (int64_t dv : {1, 7, 8, 12, 24, 40, 133}) {
+    const RandomProblem p(2, 4, 2, 5, 16, dv, 90);
+    const auto ref = reference::recurrence(p.qv(), p.kv(), p.vv(), slopes, 0.5, p.s0v());
+    std::vector<float> o[2], s[2];
+    for (const bool narrow : {false, true}) {
+      const Avx512DecodeRowKernel kernel(narrow);
+      Options opt;
+      opt.slopes = slopes;
+      opt.scale = 0.5f;
+      opt.path = Path::avx512;
+      o[narrow].assign(p.q.size() / p.dk * dv, 0.0f);
+      s[narrow] = p.s0;
+      for (int64_t t = 0; t < p.n; ++t)
+        decode(p.piece(p.q.data(), p.H, p.dk, t, 1), p.piece(p.k.data(), p.G, p.dk, t, 1),
+               p.piece(p.v.data(), p.G, dv, t, 1), p.piece(o[narrow].data(), p.H, dv, t, 1),
+               state_view(s[narrow].data(), p.B, p.G, p.dk, dv), opt);
+      EXPECT_LE(rel_rms(o[narrow], ref.o), kFp32Tolerance) << "d_v " << dv << (narrow ? ", 256-bit rows" : "");
+      EXPECT_LE(rel_rms(s[narrow], ref.state), kFp32Tolerance) << "d_v " << dv << (narrow ? ", 256-bit rows" : "");
+    }
+    if (dv % 8 == 0) {
+      EXPECT_EQ(o[0], o[1]) << "d_v " << dv;
+      EXPECT_EQ(s[0], s[1]) << "d_v " << dv;
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace lightning::test

@@ -10,6 +10,9 @@
 #include <unistd.h>
 #endif
 #endif
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <cpuid.h>
+#endif
 
 namespace lightning::detail {
 
@@ -73,6 +76,17 @@ inline int64_t l1_data_bytes() {
     return n > 0 ? n : int64_t{32768};
   }();
   return bytes;
+}
+
+/** Whether the CPU is AMD's (CPUID's vendor string "AuthenticAMD"); false where that cannot be read. */
+inline bool amd_cpu() {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return ebx == 0x68747541u && edx == 0x69746e65u && ecx == 0x444d4163u;  // "Auth", "enti", "cAMD"
+#else
+  return false;
+#endif
 }
 
 }  // namespace lightning::detail

@@ -366,6 +366,20 @@ struct DecodeArgs {
   float scale;
 };
 
+/**
+ * Whether the avx512 path's decode step updates each state row with the avx2 path's row kernel
+ * (256-bit vectors) instead of its own (512-bit): on AMD cores. The step streams the states through
+ * memory once. On the Zen 5 EPYC (family 26 model 2) the 512-bit loop, one load and one store per
+ * cache line, moved 28-38 GB/s where the 256-bit one moved 47-53 (the benchmark's decode rows, 768
+ * MiB of states: 50% of the alternated read+write pass against 93-96% at d = 128, 68-69% against
+ * 90-91% at d = 64); with a prefetchw 4 KiB ahead the 512-bit loop moved 53-56 GB/s, and alone over
+ * one buffer, outside decode_group, 54-55. In earlier sessions' benchmarks (alternated column) the
+ * avx512 rows ran at 0.89-1.12x the avx2 rows' rate on the Zen 4 EPYC and at 1.05-1.18x on the Intel
+ * Xeons (family 6 model 167), which keep the 512-bit loop. Both kernels do the same FMAs per lane:
+ * the same bits, but in a tail of fewer than 8 floats. A variable, so that the tests run both.
+ */
+inline bool avx512_decode_in_256_bits = amd_cpu();
+
 /** One token for batch b, k/v head g: each state row is read, updated and read out once. */
 template <Path P, class T>
 void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, Floats& acc) {
@@ -384,6 +398,9 @@ void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, Floats& acc) {
   acc.assign(static_cast<size_t>((group + 1) * dv), 0.0f);
   float* vf = acc.data() + group * dv;
   load_floats<P>(vr, dv, vf);
+  // avx512_decode_in_256_bits: avx2's row kernel (Kernels<P> on other paths, a type that exists).
+  using Narrow = kernels::Kernels<P == Path::avx512 ? Path::avx2 : P>;
+  const bool narrow = P == Path::avx512 && avx512_decode_in_256_bits;
   // No software prefetch: in the usual layout an item's state rows are one contiguous run (64 KiB at
   // d = 128), which the hardware prefetchers follow. Asking for every line about 4 KiB ahead with
   // prefetchw (added on a Xeon, where it raised decode from 51-58% to 73-86% of a read+write pass)
@@ -393,8 +410,11 @@ void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, Floats& acc) {
   for (int64_t r = 0; r < dk; ++r) {
     float* srow = a.states.row(slot, g, r);
     // The update and the first q head's read-out in one pass; the other heads of the group read the row from L1.
-    Ker::decode_row(dv, slow ? -mu : lambda, slow, to_float(kr[r]), vf, srow, a.scale * to_float(a.q.row(b, g * group, 0)[r]),
-                    acc.data());
+    const float decay = slow ? -mu : lambda, kv = to_float(kr[r]), c = a.scale * to_float(a.q.row(b, g * group, 0)[r]);
+    if (narrow)
+      Narrow::decode_row(dv, decay, slow, kv, vf, srow, c, acc.data());
+    else
+      Ker::decode_row(dv, decay, slow, kv, vf, srow, c, acc.data());
     for (int64_t h = 1; h < group; ++h)
       Ker::axpy(dv, a.scale * to_float(a.q.row(b, g * group + h, 0)[r]), srow, acc.data() + h * dv);
   }
