@@ -85,16 +85,6 @@ TEST_P(Consistency, DecodeWithSlotCacheSkipsPadding) {
 LIGHTNING_INSTANTIATE_FOR_PATHS(Consistency);
 
 #if LIGHTNING_HAVE_AVX512
-/** Sets detail::avx512_decode_in_256_bits for a scope. */
-class Avx512DecodeRowKernel {
- public:
-  explicit Avx512DecodeRowKernel(bool narrow) { detail::avx512_decode_in_256_bits = narrow; }
-  ~Avx512DecodeRowKernel() { detail::avx512_decode_in_256_bits = saved_; }
-
- private:
-  bool saved_ = detail::avx512_decode_in_256_bits;
-};
-
 // The avx512 decode's two row kernels, its own 512-bit one and avx2's 256-bit one (which it takes on
 // AMD cores): decode steps from a random state, two q heads per k/v head (the group's second head
 // reads the updated row) and a slow decay (the lambda S = S - mu S form), against the double
@@ -106,7 +96,7 @@ TEST(Avx512DecodeRows, BothRowKernelsMatchTheRecurrence) {
     const auto ref = reference::recurrence(p.qv(), p.kv(), p.vv(), slopes, 0.5, p.s0v());
     std::vector<float> o[2], s[2];
     for (const bool narrow : {false, true}) {
-      const Avx512DecodeRowKernel kernel(narrow);
+      const ScopedSetting<bool> kernel(detail::avx512_decode_in_256_bits, narrow);
       Options opt;
       opt.slopes = slopes;
       opt.scale = 0.5f;

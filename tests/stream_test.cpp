@@ -16,20 +16,13 @@
 namespace lightning::test {
 namespace {
 
-/** Sets detail::stream_min_bytes for a scope. */
-struct StreamThreshold {
-  int64_t saved = detail::stream_min_bytes;
-  explicit StreamThreshold(int64_t bytes) { detail::stream_min_bytes = bytes; }
-  ~StreamThreshold() { detail::stream_min_bytes = saved; }
-};
-
 /** `count` floats of -7 from a 64-byte line (detail::Floats starts each buffer on one). */
 detail::Floats line_aligned(size_t count) { return detail::Floats(count, -7.0f); }
 
 TEST(Streaming, OnlyLineAlignedLargeFp32OutputsOnAvx512Stream) {
   detail::Floats storage = line_aligned(2 * 3 * 40 * 64);
   float* x = storage.data();
-  const StreamThreshold any(0);
+  const ScopedSetting<int64_t> any(detail::stream_min_bytes, 0);
   EXPECT_TRUE((detail::streams<Path::avx512>(bhnd(x, 2, 3, 40, 64))));
   EXPECT_FALSE((detail::streams<Path::avx2>(bhnd(x, 2, 3, 40, 64))));
   EXPECT_FALSE((detail::streams<Path::scalar>(bhnd(x, 2, 3, 40, 64))));
@@ -37,7 +30,8 @@ TEST(Streaming, OnlyLineAlignedLargeFp32OutputsOnAvx512Stream) {
   EXPECT_FALSE((detail::streams<Path::avx512>(bhnd(x, 2, 3, 40, 60))));      // rows off the line
   EXPECT_FALSE((detail::streams<Path::avx512>(bnhd(x, 2, 3, 40, 40))));      // heads 40 floats apart
   EXPECT_FALSE((detail::streams<Path::avx512>(View<float>{})));
-  const StreamThreshold large(int64_t{2} * 3 * 40 * 64 * 4 + 1);  // one byte more than the view
+  // One byte more than the view.
+  const ScopedSetting<int64_t> large(detail::stream_min_bytes, int64_t{2} * 3 * 40 * 64 * 4 + 1);
   EXPECT_FALSE((detail::streams<Path::avx512>(bhnd(x, 2, 3, 40, 64))));
 }
 
@@ -63,7 +57,7 @@ TEST_P(Streaming, StreamedOutputsHaveTheSameBits) {
         opt.slopes = slopes.data();
         opt.threads = threads;
         const auto run = [&](int64_t min_bytes) {
-          const StreamThreshold threshold(min_bytes);
+          const ScopedSetting<int64_t> threshold(detail::stream_min_bytes, min_bytes);
           Outputs r{line_aligned(static_cast<size_t>(B * H * n * dv)), line_aligned(static_cast<size_t>(B * H * n * dk)),
                     line_aligned(static_cast<size_t>(B * G * n * dk)), line_aligned(static_cast<size_t>(B * G * n * dv)),
                     std::vector<float>(static_cast<size_t>(B * G * dk * dv), -7.0f)};

@@ -93,6 +93,20 @@ void expect_invalid_argument(Call call, std::initializer_list<const char*> fragm
   }
 }
 
+/** Sets one of the library's tunable variables (detail::stream_min_bytes, ...) for a scope. */
+template <class T>
+class ScopedSetting {
+ public:
+  ScopedSetting(T& setting, T value) : setting_(setting), saved_(setting) { setting_ = value; }
+  ~ScopedSetting() { setting_ = saved_; }
+  ScopedSetting(const ScopedSetting&) = delete;
+  ScopedSetting& operator=(const ScopedSetting&) = delete;
+
+ private:
+  T& setting_;
+  T saved_;
+};
+
 /** Value-parameterised suites run once per compiled path. */
 inline std::string path_param_name(const ::testing::TestParamInfo<Path>& info) { return path_name(info.param); }
 

@@ -401,6 +401,7 @@ void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, Floats& acc) {
   // avx512_decode_in_256_bits: avx2's row kernel (Kernels<P> on other paths, a type that exists).
   using Narrow = kernels::Kernels<P == Path::avx512 ? Path::avx2 : P>;
   const bool narrow = P == Path::avx512 && avx512_decode_in_256_bits;
+  const float decay = slow ? -mu : lambda;  // decode_row's b
   // No software prefetch: in the usual layout an item's state rows are one contiguous run (64 KiB at
   // d = 128), which the hardware prefetchers follow. Asking for every line about 4 KiB ahead with
   // prefetchw (added on a Xeon, where it raised decode from 51-58% to 73-86% of a read+write pass)
@@ -410,7 +411,7 @@ void decode_group(const DecodeArgs<T>& a, int64_t b, int64_t g, Floats& acc) {
   for (int64_t r = 0; r < dk; ++r) {
     float* srow = a.states.row(slot, g, r);
     // The update and the first q head's read-out in one pass; the other heads of the group read the row from L1.
-    const float decay = slow ? -mu : lambda, kv = to_float(kr[r]), c = a.scale * to_float(a.q.row(b, g * group, 0)[r]);
+    const float kv = to_float(kr[r]), c = a.scale * to_float(a.q.row(b, g * group, 0)[r]);
     if (narrow)
       Narrow::decode_row(dv, decay, slow, kv, vf, srow, c, acc.data());
     else
