@@ -10,9 +10,6 @@
 #include <unistd.h>
 #endif
 #endif
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <cpuid.h>
-#endif
 
 namespace lightning::detail {
 
@@ -78,12 +75,15 @@ inline int64_t l1_data_bytes() {
   return bytes;
 }
 
-/** Whether the CPU is AMD's (CPUID's vendor string "AuthenticAMD"); false where that cannot be read. */
+/**
+ * Whether the CPU is AMD's (CPUID's vendor, by the compiler's builtin, as tests/main.cpp asks for
+ * the ISA extensions); false where that cannot be read. Initialises the builtin's CPU model first,
+ * since it may run during static initialisation (avx512_decode_in_256_bits).
+ */
 inline bool amd_cpu() {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
-  return ebx == 0x68747541u && edx == 0x69746e65u && ecx == 0x444d4163u;  // "Auth", "enti", "cAMD"
+  __builtin_cpu_init();
+  return __builtin_cpu_is("amd");
 #else
   return false;
 #endif
