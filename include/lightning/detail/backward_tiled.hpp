@@ -12,11 +12,18 @@
 // (m^2 d / 2 more multiply-adds per block: 2% of the whole at m = 24, d = 128). Only non-negative
 // decay powers appear.
 //
-// The slope gradient, when asked for, is taken in forward mode during pass 1: with the tangent
-// W_t = -dS_t/dslope = sum_{s<=t} (t-s) lambda^{t-s} k_s^T v_s + (t+1) lambda^{t+1} S_in,
-//   dL/dslope = -( sum_t c q_t W_t do_t^T + <dS_out, W_{n-1}> ),
-// and per block W_i = lambda^{i+1} (W + (i+1) S) + sum_{j<=i} (i-j) lambda^{i-j} k_j^T v_j, so only
-// local weights (i+1), (i-j), (m-1-j) and m appear.
+// The slope gradient, when asked for: dL/dslope = -sum_t lambda <D_t, S_{t-1}> (S_{-1} = S_in, D_t
+// the adjoint of SPEC.md), which sums (t-s) c lambda^{t-s} (q_t . k_s)(do_t . v_s) over the pairs
+// s <= t, (t+1) c lambda^{t+1} q_t S_in do_t^T and the couplings to dS_out. A pair's lag t - s, for
+// s in an earlier block than t, splits at block edges into (m-1-j) (from s to its block's end), m
+// per whole block between them and (i+1) (from t's block start to t); each part is taken where its
+// factors already are:
+// - within a block, sum_{j<i} (i-j) c lambda^{i-j} (q_i . k_j)(do_i . v_j)   (pass 1, A and P)
+// - (i+1) q_i . (c lambda^{i+1} do_i S^T), S the block's entry state        (pass 1, dQ's inter part)
+// - q_i . (c lambda^{i+1} do_i H^T) and <dS_out, H> at the end               (pass 1)
+// - (m-1-j) v_j . (lambda^{m-1-j} k_j R), R the block's exit adjoint          (pass 2, dV's inter part)
+// where H, the whole blocks' part of the tangent -dS/dslope, runs H <- lambda^m (H + m S) per block:
+// one d^2 product per token (H's read-out) beyond the backward, and only local weights.
 #pragma once
 
 #include <algorithm>
@@ -127,8 +134,8 @@ float* decayed_vt(const BackwardArgs<T>& a, bool in_dv, int64_t b, int64_t g, in
 }
 
 /**
- * The decay powers of one k/v head for t in [0, block]: pow[t] = lambda^t, cpow[t] = scale lambda^t,
- * wpow[t] = t lambda^t (the slope tangent's weights) and cwpow[t] = scale t lambda^t, from
+ * The decay powers of one k/v head for t in [0, block]: pow[t] = lambda^t, cpow[t] = scale lambda^t
+ * and cwpow[t] = scale t lambda^t (the slope gradient's weights within a block), from
  * exp(-slope t) in double. Only non-negative powers; values below the smallest normal float are 0,
  * so strong decay never meets denormal arithmetic. Kept apart from the forward's table so each can
  * change on its own.
@@ -136,18 +143,17 @@ float* decayed_vt(const BackwardArgs<T>& a, bool in_dv, int64_t b, int64_t g, in
 struct BackwardDecay {
   // rcpow[t] = cpow[block - t] for mask_lower, then zeros to t = 2 block; lcpow[t] = cpow[t - block]
   // for mask_upper, after zeros from t = 0 (the masks read past lag 0).
-  Floats pow, cpow, wpow, cwpow, rcpow, lcpow;
+  Floats pow, cpow, cwpow, rcpow, lcpow;
   int64_t block = 0;  // the longest lag filled: lag 0 of rcpow and lcpow is at index block
   void fill(double slope, double scale, int64_t block_) {
     block = block_;
-    for (auto* table : {&pow, &cpow, &wpow, &cwpow}) table->resize(static_cast<size_t>(block + 1));
+    for (auto* table : {&pow, &cpow, &cwpow}) table->resize(static_cast<size_t>(block + 1));
     for (auto* table : {&rcpow, &lcpow}) table->assign(static_cast<size_t>(2 * block + 1), 0.0f);
     const auto flush = [](double x) { return std::abs(x) < FLT_MIN ? 0.0f : static_cast<float>(x); };
     for (int64_t t = 0; t <= block; ++t) {
       const double p = std::exp(-slope * static_cast<double>(t));
       pow[static_cast<size_t>(t)] = flush(p);
       cpow[static_cast<size_t>(t)] = flush(scale * p);
-      wpow[static_cast<size_t>(t)] = flush(static_cast<double>(t) * p);
       cwpow[static_cast<size_t>(t)] = flush(scale * static_cast<double>(t) * p);
     }
     for (int64_t t = 0; t <= block; ++t) {
@@ -164,22 +170,24 @@ struct BackwardDecay {
  */
 struct BackwardWorkspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the transposed and block x block buffers
-  int64_t ldst = 0, ldr = 0;   // row strides of S^T and W^T (walk_stride(d_k)) and of R (walk_stride(d_v))
+  int64_t ldst = 0, ldr = 0;   // row strides of S^T and H^T (walk_stride(d_k)) and of R (walk_stride(d_v))
   // 16-bit storage widened to floats (fp32 is read in place): blocks of q, k, v and d_o.
   Floats q, k, v, d_o;
   // Row-major blocks: d_o scaled by c lambda^{i+1}, k decayed to the block's end, a scratch (the
-  // slope tangent's dO W^T, a row-exact dK), and dQ, dK, dV where they are staged before the outputs.
-  Floats dos, kd, y, dq, dk, dv;
-  // Transposed blocks (rows of length ldp): k^T, v^T, v^T decayed to the block's end, tangent-weighted
-  // v^T, q^T plain and scaled by c lambda^{i+1}, and dK^T.
-  Floats kt, vt, vdt, vwt, qt, qdt, dkt;
+  // slope gradient's dO H^T and dQ's inter part, a row-exact dK), dV's inter part for the slope
+  // gradient, and dQ, dK, dV where they are staged before the outputs.
+  Floats dos, kd, y, yv, dq, dk, dv;
+  // Transposed blocks (rows of length ldp): k^T, v^T, v^T decayed to the block's end, q^T plain and
+  // scaled by c lambda^{i+1}, and dK^T.
+  Floats kt, vt, vdt, qt, qdt, dkt;
   // With pair tiles (avx512, blocks of 16): v^T decayed and the block's P~ in pair layout (rows of 32).
   Floats vdp, pz;
   // Block x block products P and A, and the masked transpose of either.
   Floats p, a, pt;
-  // Running states: S^T and its tangent W^T [d_v x d_k], the adjoint R [d_k x d_v]; padding stays 0.
-  Floats st, wt, r;
-  Floats to_end, to_end_weighted;  // per block row j: lambda^{m-1-j} and (m-1-j) lambda^{m-1-j}
+  // Running states: S^T and the slope gradient's H^T [d_v x d_k], the adjoint R [d_k x d_v]; padding
+  // stays 0.
+  Floats st, ht, r;
+  Floats to_end;  // per block row j: lambda^{m-1-j}
   BackwardDecay decay;
   Prefetcher prefetch;
   /**
@@ -203,9 +211,8 @@ struct BackwardWorkspace {
     }
     if (slopes) {
       kt.resize(sz(dk_ * ldp));
-      vwt.resize(sz(dv_ * ldp));
-      wt.resize(sz(dv_ * ldst));
-      to_end_weighted.resize(sz(block));
+      yv.resize(sz(block * dv_));
+      ht.resize(sz(dv_ * ldst));
     }
     if (pairs) {
       vdp.resize(sz(dv_ / 2 * kernels::kPairRow));
@@ -310,8 +317,9 @@ inline constexpr int64_t kLargeL1Bytes = 48 * 1024;
 inline bool pass1_reads_into_l1(int64_t l1_bytes) { return l1_bytes < kLargeL1Bytes; }
 
 /**
- * Pass 1 (blocks in forward order) for batch b, k/v head g: dQ and the slope gradient; with
- * `final_st`, S^T after the last token there too (d_v x d_k, contiguous: backward_split's pieces).
+ * Pass 1 (blocks in forward order) for batch b, k/v head g: dQ and the slope gradient's terms but
+ * the adjoint's (pass 2 adds those); with `final_st`, S^T after the last token there too (d_v x d_k,
+ * contiguous: backward_split's pieces).
  */
 template <Path P, class T>
 void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w,
@@ -325,14 +333,13 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const bool stream_dq = streams<P>(a.dq);  // then dQ's lines are neither prefetched nor read before the writes
   const float* pw = w.decay.pow.data();
   const float* cpw = w.decay.cpow.data();
-  const float* wpw = w.decay.wpow.data();
   const float* cwpw = w.decay.cwpow.data();
   const float* crev = w.decay.rcpow.data() + w.decay.block;  // crev[j - i] = cpw[i - j]
   float* St = w.st.data();
-  float* Wt = w.wt.data();
+  float* Ht = w.ht.data();
   float* Pm = w.p.data();
   float* Am = w.a.data();
-  bool s_zero = a.state_in.absent(), w_zero = true;
+  bool s_zero = a.state_in.absent(), h_zero = true;
   // d_slopes[g] sums a term for every token of head g, the weight-0 ones (lag 0, no initial state)
   // included, so a NaN or Inf anywhere in head g's inputs makes it NaN, as 0 * NaN is NaN (README):
   // false once one is among the inputs d_slopes reads (all_finite: vectorised sums, where one float
@@ -345,7 +352,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     }
     if (need_ds) finite = all_finite(dk, dv, a.state_in.row(b, g, 0), a.state_in.seq_stride);
   }
-  double slope_sum = 0;  // sum_t c q_t W_t do_t^T, in double across blocks
+  double slope_sum = 0;  // the slope gradient's terms (header comment) but pass 2's, in double across blocks
 
   for (int64_t t0 = 0; t0 < n; t0 += a.block) {
     const int64_t m = std::min(a.block, n - t0);
@@ -359,18 +366,12 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     if (need_ds) finite = finite && all_finite(m, dk, K, ldk) && all_finite(m, dv, V, ldv);
-    for (int64_t j = 0; j < m; ++j) {  // row scales towards the block's end: lambda^{m-1-j}, (m-1-j) lambda^{m-1-j}
-      w.to_end[j] = pw[m - 1 - j];
-      if (need_ds) w.to_end_weighted[j] = wpw[m - 1 - j];
-    }
+    for (int64_t j = 0; j < m; ++j) w.to_end[j] = pw[m - 1 - j];  // row scales towards the block's end
     // V^T for P = dO V^T and the decayed V^T for the state update (and pass 2), in one transpose.
     int64_t ldvd;
     float* Vdt = decayed_vt(a, stash_v_in_dv<P>(a, m), b, g, t0, m, w.vdt, ldp, ldvd);
     transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, Vdt, ldvd, w.to_end.data());
-    if (need_ds) {
-      transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
-      transpose<P>(m, dv, V, ldv, w.vwt.data(), ldp, w.to_end_weighted.data());
-    }
+    if (need_ds) transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
     // Without dQ and d_slopes only S is wanted (a piece's final state, states_t_out): no q head's terms.
     for (int64_t h = g * group; h < (need_dq || need_ds ? g + 1 : g) * group; ++h) {
       int64_t ldq = 0, ldo;
@@ -390,14 +391,15 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (!need_ds) mask_p(i0, mr);
       });
       if (need_ds) {
-        // q_i W (c lambda^{i+1} do_i)^T and (i+1) q_i . (c lambda^{i+1} do_i S^T) (the second is dQ's
+        // q_i H (c lambda^{i+1} do_i)^T and (i+1) q_i . (c lambda^{i+1} do_i S^T) (the second is dQ's
         // inter part, from which dQ's tiles then start: the same bits whether or not d_slopes is
         // asked for, and one d^2 product fewer than taking it twice), then sum_{j<i} (c (i-j)
         // lambda^{i-j}) A_ij P_ij. The scale comes first in each, so that no unscaled product leaves
-        // fp32 where the scaled sum does not: at scale 0, dO W^T or A_ij P_ij past FLT_MAX made
-        // d_slopes 0 * Inf = NaN (found by the fuzzer, 2026-12-04).
-        if (!w_zero) {
-          gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, Wt, ldst, w.y.data(), dk, 0.0f);
+        // fp32 where the scaled sum does not: at scale 0, dO W^T (W the tangent H was before
+        // 2026-12-07) or A_ij P_ij past FLT_MAX made d_slopes 0 * Inf = NaN (found by the fuzzer,
+        // 2026-12-04).
+        if (!h_zero) {
+          gemm<P>(Part::full, m, dk, dv, w.dos.data(), dv, Ht, ldst, w.y.data(), dk, 0.0f);
           slope_sum += weighted_row_dots(m, dk, Q, ldq, w.y.data(), dk, [](int64_t) { return 1.0; });
         }
         if (!s_zero) {  // left in y for dQ (gemm_plus_triangle's C0)
@@ -429,13 +431,19 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
           }
       }
     }
-    if (need_ds) {
-      // W <- lambda^m (W + m S) + sum_j (m-1-j) lambda^{m-1-j} k_j^T v_j, from the entry S.
+    if (need_ds && !(h_zero && s_zero)) {
+      // H <- lambda^m (H + m S), from the entry S: the lags of whole blocks between a pair's tokens
+      // (the part of the lag before the block's end is pass 2's, through R). Padding included: 0
+      // stays 0. H is not read before its first value (the workspace's last item left it).
       const float decay_m = pw[m], weight_m = static_cast<float>(m) * pw[m];
-      for (int64_t e = 0; e < dv * ldst; ++e)  // padding included: 0 stays 0
-        Wt[e] = (w_zero ? 0.0f : decay_m * Wt[e]) + (s_zero ? 0.0f : weight_m * St[e]);
-      gemm<P>(Part::full, dv, dk, m, w.vwt.data(), ldp, K, ldk, Wt, ldst, 1.0f);
-      w_zero = false;
+      const int64_t size = dv * ldst;
+      if (h_zero)
+        for (int64_t e = 0; e < size; ++e) Ht[e] = weight_m * St[e];
+      else if (s_zero)
+        for (int64_t e = 0; e < size; ++e) Ht[e] *= decay_m;
+      else  // vectorised: as a plain loop g++ 12 left it scalar, 5% of the backward with d_slopes
+        kernels::Kernels<P>::axpby(size, weight_m, St, decay_m, Ht);
+      h_zero = false;
     }
     if (t0 + m == n && !final_st) break;  // no later block reads S
     gemm<P>(Part::full, dv, dk, m, Vdt, ldvd, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv, dk, ldst, pw[m]),
@@ -451,10 +459,10 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     double out = slope_sum;
     if (!a.d_state_out.absent()) {
       finite = finite && all_finite(dk, dv, a.d_state_out.row(b, g, 0), a.d_state_out.seq_stride);
-      if (!w_zero)
+      if (!h_zero)
         for (int64_t i = 0; i < dk; ++i) {
           const float* row = a.d_state_out.row(b, g, i);
-          for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Wt[c * ldst + i];
+          for (int64_t c = 0; c < dv; ++c) out += static_cast<double>(row[c]) * Ht[c * ldst + i];
         }
     }
     a.d_slopes[b * a.k.heads + g] = finite ? -out : std::numeric_limits<double>::quiet_NaN();
@@ -504,9 +512,10 @@ bool wide_panels(int64_t m, int64_t ldp, int64_t dk, int64_t l1_bytes) {
 inline bool reask_into_l1(int64_t l1_bytes) { return l1_bytes < kLargeL1Bytes; }
 
 /**
- * Pass 2 (blocks in reverse order) for batch b, k/v head g: dK, dV and dS_in. dK is summed
- * transposed, dK^T = Q^T P~ + R (lambda^{m-1-j} V)^T, so that both dK and dV read R as it is kept
- * (no d_k x d_v transpose per block), and leaves through one m x d_k transpose.
+ * Pass 2 (blocks in reverse order) for batch b, k/v head g: dK, dV, dS_in and the slope gradient's
+ * terms through the adjoint (added to pass 1's). dK is summed transposed, dK^T = Q^T P~ + R
+ * (lambda^{m-1-j} V)^T, so that both dK and dV read R as it is kept (no d_k x d_v transpose per
+ * block), and leaves through one m x d_k transpose.
  */
 template <Path P, class T>
 void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w) {
@@ -517,6 +526,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   pf.pace = pace_for(P, dk, dv);
   const auto tile = [&] { pf.tile<true>(); };
   const bool need_dk = !a.dk.absent(), need_dv = !a.dv.absent(), need_ds_in = !a.d_state_in.absent();
+  const bool need_ds = a.d_slopes != nullptr;
   const bool stash = stash_p_in_dk(a);  // pass 1 ran (for dQ) and left P~ in dK's rows
   // Streamed outputs are not prefetched, but for the stashes in their rows, which this pass reads; dV
   // only with one q head per k/v head, whose tiles write it once (a group sums into it).
@@ -535,6 +545,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   bool r_zero = a.d_state_out.absent();
   if (!r_zero)
     for (int64_t i = 0; i < dk; ++i) std::copy_n(a.d_state_out.row(b, g, i), dv, R + i * ldr);
+  double slope_sum = 0;  // sum_j (m-1-j) v_j . (lambda^{m-1-j} k_j R) over the blocks (header comment)
   // dK^T's products are one vector wide at avx512's block of 16: there they run in pair tiles
   // (kernels/avx512.hpp, pair_block); other blocks as below.
   constexpr bool has_pairs = kernels::PairTiles<P>::value;
@@ -544,7 +555,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const int64_t m = std::min(a.block, n - t0);
     // kBlocksAhead blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R
     // tiles, each stream's lines in descending order (tile<true>).
-    prefetch_block(pf, a, b, g, t0 - kBlocksAhead * a.block, !v_stashed, true, {dk_ahead, dv_ahead}, {},
+    prefetch_block(pf, a, b, g, t0 - kBlocksAhead * a.block, !v_stashed || need_ds, true, {dk_ahead, dv_ahead}, {},
                    group * ((stash ? 0 : triangle_tile_count<P>(false, m, ldp)) +
                             tile_count<P>(dk, m) + triangle_tile_count<P>(true, m, ldp) +
                             tile_count<P>(m, dv) + tile_count<P>(dk, dv)));
@@ -577,9 +588,16 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       else
         transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, w.vdt.data(), ldp, w.to_end.data());
     }
-    if (need_dv && !r_zero)  // the decayed K rows of dV's inter term
+    if ((need_dv || need_ds) && !r_zero)  // the decayed K rows of dV's inter term
       for (int64_t j = 0; j < m; ++j)
         for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = w.to_end[j] * K[j * ldk + c];
+    // With d_slopes, dV's inter term (lambda^{m-1-j} K) R apart, for the slope gradient's weighted
+    // dots; dV's tiles then start from it (C0): the same bits as the one product.
+    const bool inter_in_yv = need_ds && !r_zero;
+    if (inter_in_yv) {
+      gemm<P>(Part::full, m, dv, dk, w.kd.data(), dk, R, ldr, w.yv.data(), dv, 0.0f);
+      slope_sum += weighted_row_dots(m, dv, V, ldv, w.yv.data(), dv, [m](int64_t j) { return m - 1.0 - j; });
+    }
     // dK^T, once every q head's term is in, transposed into dK's rows.
     const auto store_dk = [&] {
       int64_t lddk;
@@ -651,8 +669,9 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       for (int64_t c0 = 0, cols = 0; c0 < dv; c0 += cols) {
         cols = wide ? col_tile<P>(dv - c0) : std::min<int64_t>(Ker::NR - Ker::W, dv - c0);
         if (need_dv)  // dV = A~^T dO + (lambda^{m-1-j} K) R
-          gemm_plus_triangle<P>(Part::upper_k, m, cols, inter ? dk : 0, w.kd.data(), dk, R + c0, ldr, Pt, ldp, dO + c0,
-                                ldo, dV + c0, lddv, beta, tile, stream_dv);
+          gemm_plus_triangle<P>(Part::upper_k, m, cols, inter && !inter_in_yv ? dk : 0, w.kd.data(), dk, R + c0, ldr,
+                                Pt, ldp, dO + c0, ldo, dV + c0, lddv, beta, tile, stream_dv,
+                                inter && inter_in_yv ? w.yv.data() + c0 : nullptr, dv);
         if (update_r) {  // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
           const float r_beta = r_zero ? 0.0f : first ? decay_beta(R + c0, dk, cols, ldr, pw[m]) : 1.0f;
           gemm<P>(Part::full, dk, cols, m, w.qdt.data(), ldp, dO + c0, ldo, R + c0, ldr, r_beta, tile);
@@ -674,6 +693,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     pf.step<true>(1 << 30);  // whatever is left
   }
   if (stream_dk || stream_dv) end_streams();
+  if (need_ds) a.d_slopes[b * a.k.heads + g] -= slope_sum;  // pass 1 wrote its terms (or NaN) there
   if (need_ds_in)
     for (int64_t i = 0; i < dk; ++i) {
       float* out = a.d_state_in.row(b, g, i);
@@ -938,7 +958,7 @@ void backward_all(const BackwardArgs<T>& a, int threads, const int64_t* offsets,
   // it counts or sizes anything, however many batch entries and heads it names (nothing_to_write).
   const bool tokens = (offsets ? offsets[num_seqs] : a.q.seq) > 0;
   const bool pass1 = (tokens && !a.dq.absent()) || a.d_slopes || a.states_t_out;
-  const bool pass2 = (tokens && (!a.dk.absent() || !a.dv.absent())) || !a.d_state_in.absent();
+  const bool pass2 = (tokens && (!a.dk.absent() || !a.dv.absent() || a.d_slopes)) || !a.d_state_in.absent();
   if (!pass1 && !pass2) return;
   const int64_t items = (offsets ? num_seqs : a.q.batch) * a.k.heads;
   // As the forward (forward_all); with d_slopes the pieces rerun from their true states.
