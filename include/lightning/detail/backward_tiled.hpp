@@ -145,8 +145,10 @@ struct BackwardDecay {
   // for mask_upper, after zeros from t = 0 (the masks read past lag 0).
   Floats pow, cpow, cwpow, rcpow, lcpow;
   int64_t block = 0;  // the longest lag filled: lag 0 of rcpow and lcpow is at index block
-  void fill(double slope, double scale, int64_t block_) {
+  double slope = 0;
+  void fill(double slope_, double scale, int64_t block_) {
     block = block_;
+    slope = slope_;
     for (auto* table : {&pow, &cpow, &cwpow}) table->resize(static_cast<size_t>(block + 1));
     for (auto* table : {&rcpow, &lcpow}) table->assign(static_cast<size_t>(2 * block + 1), 0.0f);
     const auto flush = [](double x) { return std::abs(x) < FLT_MIN ? 0.0f : static_cast<float>(x); };
@@ -233,6 +235,31 @@ inline float decay_beta(float* x, int64_t rows, int64_t cols, int64_t ld, float 
     for (int64_t c = 0; c < cols; ++c) x[i * ld + c] *= 0.0f;
   return 1.0f;
 }
+
+/**
+ * The factors by which a running state (S, H or R) decays block by block, lambda^m for a block of m
+ * rows, chosen so that their product over any run of blocks is within two roundings of the exact
+ * power: float(lambda^m) alone is off by up to half an ulp the same way every block, and with slow
+ * decay that error adds up over the 1/(1 - lambda^m) blocks a state remembers (without it, a block
+ * of 1 at slope 5e-4 and n = 4096 gave dq 3e-5 and d_slopes 1e-4 off the double reference). Each
+ * factor takes back what the factors before it rounded off (`drift`, the log of their product over
+ * the exact one), which costs an exp per block instead of a pass over the state (the forward's
+ * Fast2Sum carry). Faster decay (lambda^m <= 0.9375) forgets the error within 16 blocks: there
+ * the factor is pow[m] itself, as before.
+ */
+struct DecayFactors {
+  double slope = 0, drift = 0;
+  float next(int64_t m, float pow_m) {
+    if (!(pow_m > 0.9375f)) {
+      drift = 0;
+      return pow_m;
+    }
+    const double exact = std::exp(-slope * static_cast<double>(m) - drift);
+    const float factor = static_cast<float>(exact);
+    drift = (static_cast<double>(factor) - exact) / exact;  // log(factor / exact) to first order
+    return factor;
+  }
+};
 
 /**
  * sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float over 16 lanes of
@@ -324,6 +351,7 @@ inline bool pass1_reads_into_l1(int64_t l1_bytes) { return l1_bytes < kLargeL1By
 template <Path P, class T>
 void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, BackwardWorkspace& w,
                            float* final_st = nullptr) {
+  using Ker = kernels::Kernels<P>;
   const int64_t n = a.q.seq, dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, ldst = w.ldst;
   Prefetcher& pf = w.prefetch;
   pf.into_l1 = P != Path::scalar && pass1_reads_into_l1(a.l1());
@@ -340,6 +368,8 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   float* Pm = w.p.data();
   float* Am = w.a.data();
   bool s_zero = a.state_in.absent(), h_zero = true;
+  DecayFactors factors{w.decay.slope};     // S's and H's per block
+  const int64_t state_size = dv * ldst;    // S^T's and H^T's floats, padding included: 0 stays 0
   // d_slopes[g] sums a term for every token of head g, the weight-0 ones (lag 0, no initial state)
   // included, so a NaN or Inf anywhere in head g's inputs makes it NaN, as 0 * NaN is NaN (README):
   // false once one is among the inputs d_slopes reads (all_finite: vectorised sums, where one float
@@ -431,22 +461,22 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
           }
       }
     }
+    const float decay = factors.next(m, pw[m]);  // lambda^m for S and H (DecayFactors)
     if (need_ds && !(h_zero && s_zero)) {
       // H <- lambda^m (H + m S), from the entry S: the lags of whole blocks between a pair's tokens
-      // (the part of the lag before the block's end is pass 2's, through R). Padding included: 0
-      // stays 0. H is not read before its first value (the workspace's last item left it).
-      const float decay_m = pw[m], weight_m = static_cast<float>(m) * pw[m];
-      const int64_t size = dv * ldst;
+      // (the part of the lag before the block's end is pass 2's, through R). H is not read before
+      // its first value (the workspace's last item left it).
+      const float weight_m = static_cast<float>(m) * pw[m];
       if (h_zero)
-        for (int64_t e = 0; e < size; ++e) Ht[e] = weight_m * St[e];
+        for (int64_t e = 0; e < state_size; ++e) Ht[e] = weight_m * St[e];
       else if (s_zero)
-        for (int64_t e = 0; e < size; ++e) Ht[e] *= decay_m;
-      else  // vectorised: as a plain loop g++ 12 left it scalar, 5% of the backward with d_slopes
-        kernels::Kernels<P>::axpby(size, weight_m, St, decay_m, Ht);
+        for (int64_t e = 0; e < state_size; ++e) Ht[e] *= decay;
+      else  // as a plain loop g++ 12 left it scalar: 5% of the call
+        Ker::axpby(state_size, weight_m, St, decay, Ht);
       h_zero = false;
     }
     if (t0 + m == n && !final_st) break;  // no later block reads S
-    gemm<P>(Part::full, dv, dk, m, Vdt, ldvd, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv, dk, ldst, pw[m]),
+    gemm<P>(Part::full, dv, dk, m, Vdt, ldvd, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv, dk, ldst, decay),
             tile);
     pf.step(1 << 30);  // whatever is left
     s_zero = false;
@@ -545,6 +575,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   bool r_zero = a.d_state_out.absent();
   if (!r_zero)
     for (int64_t i = 0; i < dk; ++i) std::copy_n(a.d_state_out.row(b, g, i), dv, R + i * ldr);
+  DecayFactors factors{w.decay.slope};  // R's per block, from the last
   double slope_sum = 0;  // sum_j (m-1-j) v_j . (lambda^{m-1-j} k_j R) over the blocks (header comment)
   // dK^T's products are one vector wide at avx512's block of 16: there they run in pair tiles
   // (kernels/avx512.hpp, pair_block); other blocks as below.
@@ -608,6 +639,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     int64_t lddv = 0;
     float* dV = need_dv ? gradient_rows(a.dv, b, g, t0, w.dv, lddv) : nullptr;
     const bool update_r = t0 > 0 || need_ds_in;  // the adjoint entering the first block is dS_in only
+    const float decay = factors.next(m, pw[m]);  // lambda^m for R (DecayFactors)
     for (int64_t h = g * group; h < (g + 1) * group; ++h) {
       int64_t ldq, ldo;
       const float* Q = rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq);
@@ -673,7 +705,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
                                 Pt, ldp, dO + c0, ldo, dV + c0, lddv, beta, tile, stream_dv,
                                 inter && inter_in_yv ? w.yv.data() + c0 : nullptr, dv);
         if (update_r) {  // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
-          const float r_beta = r_zero ? 0.0f : first ? decay_beta(R + c0, dk, cols, ldr, pw[m]) : 1.0f;
+          const float r_beta = r_zero ? 0.0f : first ? decay_beta(R + c0, dk, cols, ldr, decay) : 1.0f;
           gemm<P>(Part::full, dk, cols, m, w.qdt.data(), ldp, dO + c0, ldo, R + c0, ldr, r_beta, tile);
         }
       }
@@ -686,7 +718,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         for (int64_t j = 0; j < m; ++j) std::fill_n(dV + j * lddv, dv, 0.0f);
       if (need_dv && !r_zero) gemm<P>(Part::full, m, dv, dk, w.kd.data(), dk, R, ldr, dV, lddv, 0.0f);
       if (update_r && !r_zero)
-        for (int64_t e = 0; e < dk * ldr; ++e) R[e] *= pw[m];  // a power flushed to 0 still multiplies
+        for (int64_t e = 0; e < dk * ldr; ++e) R[e] *= decay;  // a power flushed to 0 still multiplies
     }
     if (need_dk && group == 0) store_dk();
     if (need_dv) store_rows<P>(dV, lddv, a.dv, b, g, t0, m);
