@@ -159,9 +159,9 @@ TEST_P(Backward, SequenceLengthsAroundTheBlock) {
 // Slopes 0 and 1e-6, where every token reaches every later one: the longest reach of the adjoint state.
 TEST_P(Backward, LongSequence) { expect_close({1, 2, 2, 4096, 16, 8, 0}); }
 
-// Slow decay at small blocks: the states S, H and R decay by float(lambda^m) once per block, whose
-// rounding error would add up over the blocks they remember (without their carries, decay_carried,
-// these cases gave dq 1.7e-5, dS_in 2.3e-5 and d_slopes 3.5e-5 on every path).
+// Slow decay at small blocks: the states S, H and R decay once per block, and by float(lambda^m)
+// alone the rounding error would add up over the blocks they remember (so these cases gave dq
+// 1.7e-5, dS_in 2.3e-5 and d_slopes 3.5e-5 on every path): detail::DecayFactors.
 TEST_P(Backward, SlowDecayAtSmallBlocks) {
   expect_close({1, 2, 2, 4096, 8, 8, 1});
   expect_close({1, 7, 7, 2048, 8, 8, 1});

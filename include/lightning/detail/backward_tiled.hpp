@@ -237,31 +237,6 @@ inline float decay_beta(float* x, int64_t rows, int64_t cols, int64_t ld, float 
 }
 
 /**
- * The factors by which a running state (S, H or R) decays block by block, lambda^m for a block of m
- * rows, chosen so that their product over any run of blocks is within two roundings of the exact
- * power: float(lambda^m) alone is off by up to half an ulp the same way every block, and with slow
- * decay that error adds up over the 1/(1 - lambda^m) blocks a state remembers (without it, a block
- * of 1 at slope 5e-4 and n = 4096 gave dq 3e-5 and d_slopes 1e-4 off the double reference). Each
- * factor takes back what the factors before it rounded off (`drift`, the log of their product over
- * the exact one), which costs an exp per block instead of a pass over the state (the forward's
- * Fast2Sum carry). Faster decay (lambda^m <= 0.9375) forgets the error within 16 blocks: there
- * the factor is pow[m] itself, as before.
- */
-struct DecayFactors {
-  double slope = 0, drift = 0;
-  float next(int64_t m, float pow_m) {
-    if (!(pow_m > 0.9375f)) {
-      drift = 0;
-      return pow_m;
-    }
-    const double exact = std::exp(-slope * static_cast<double>(m) - drift);
-    const float factor = static_cast<float>(exact);
-    drift = (static_cast<double>(factor) - exact) / exact;  // log(factor / exact) to first order
-    return factor;
-  }
-};
-
-/**
  * sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float over 16 lanes of
  * partial sums (one sum in order is a chain of dependent adds, which held 2% of the backward with
  * d_slopes), the lanes added in order.

@@ -52,25 +52,53 @@ inline int64_t default_backward_block_size(int64_t d_k, int64_t d_v, Path path) 
 inline constexpr double kMaxDecayExponent = 44.0;
 
 /**
+ * The factors by which a running state (the forward's S; the backward's S, H and adjoint) decays
+ * block by block, lambda^m for a block of m rows, chosen so that their product over any run of
+ * blocks is within two roundings of the exact power: float(lambda^m) alone is off by up to half an
+ * ulp the same way every block, and with slow decay that error adds up over the 1/(1 - lambda^m)
+ * blocks a state remembers (3e-4 in lambda^n at n = 2^20, slope 1e-6; in the backward, a block of 1
+ * at slope 5e-4 and n = 4096 gave dq 3e-5 and d_slopes 1e-4 off the double reference). Each factor
+ * takes back what the factors before it rounded off (`drift`, the log of their product over the
+ * exact one): an exp per block, where the forward's Fast2Sum carry before 2026-12-07 (S + C, C
+ * taking what fp32 rounds off) cost two passes over the state per block, 13% of the forward with
+ * slow decay. Faster decay (lambda^m <= 0.9375) forgets the error within 16 blocks: there the
+ * factor is pow[m] itself.
+ */
+struct DecayFactors {
+  double slope = 0, drift = 0;
+  float next(int64_t m, float pow_m) {
+    if (!(pow_m > 0.9375f)) {
+      drift = 0;
+      return pow_m;
+    }
+    const double exact = std::exp(-slope * static_cast<double>(m) - drift);
+    const float factor = static_cast<float>(exact);
+    drift = (static_cast<double>(factor) - exact) / exact;  // log(factor / exact) to first order
+    return factor;
+  }
+};
+
+/**
  * pow[t] = lambda^t for t in [0, block], from exp(-slope t) in double: only non-negative powers,
  * those below exp(-kMaxDecayExponent) flushed to 0 so that strong decay never meets denormal
- * arithmetic. pow_lo[t] = lambda^t - pow[t], the part fp32 rounds off. cpow[t] = c lambda^t (the
- * scale c in the same double product; below the smallest normal float, 0).
+ * arithmetic. cpow[t] = c lambda^t (the scale c in the same double product; below the smallest
+ * normal float, 0).
  */
 struct DecayTable {
   // rev[x] = pow[block - x] and crev[x] = cpow[block - x], so that a mask row reads them forwards;
   // crev runs on past x = block with zeros, which mask_lower reads.
-  Floats pow, pow_lo, cpow, rev, crev;
+  Floats pow, cpow, rev, crev;
   int64_t block = 0;  // the longest lag filled: lag 0 of rev and crev is at index block
-  void fill(double slope, double scale, int64_t block_) {
+  double slope = 0;
+  void fill(double slope_, double scale, int64_t block_) {
     block = block_;
-    for (auto* table : {&pow, &pow_lo, &cpow, &rev}) table->resize(static_cast<size_t>(block + 1));
+    slope = slope_;
+    for (auto* table : {&pow, &cpow, &rev}) table->resize(static_cast<size_t>(block + 1));
     crev.assign(static_cast<size_t>(2 * block + 1), 0.0f);
     for (int64_t t = 0; t <= block; ++t) {
       const double x = slope * static_cast<double>(t);
       const double p = x > kMaxDecayExponent ? 0.0 : std::exp(-x);
       pow[t] = static_cast<float>(p);
-      pow_lo[t] = static_cast<float>(p - static_cast<double>(pow[t]));
       cpow[t] = std::abs(scale * p) < FLT_MIN ? 0.0f : static_cast<float>(scale * p);
     }
     for (int64_t t = 0; t <= block; ++t) {
@@ -117,10 +145,10 @@ inline int64_t longest_sequence(const int64_t* offsets, int64_t num_seqs) {
 /** One worker's scratch, sized once per call: nothing here grows with the sequence length. */
 struct Workspace {
   int64_t block = 0, ldp = 0;  // ldp: leading dimension of the block x block and d_k x block buffers
-  int64_t lds = 0;             // row stride of the state S and its carry (walk_stride(d_v))
+  int64_t lds = 0;             // row stride of the state S (walk_stride(d_v))
   // q, k, v: the block's queries, keys and values as floats when stored in 16 bits; qd: c lambda^{i+1} Q
   // (the read-out of the state); kt, kdt: K^T, plain and decayed towards the block's end; o: 16-bit outputs.
-  Floats q, qd, k, kt, kdt, v, p, o, s, carry;
+  Floats q, qd, k, kt, kdt, v, p, o, s;
   DecayTable decay;
   Prefetcher prefetch;
   /** `ldp_`: block_stride<P>(block_) for the path that runs (block_workspaces). */
@@ -130,7 +158,6 @@ struct Workspace {
     kdt.resize(static_cast<size_t>(dk * ldp));
     p.resize(static_cast<size_t>(block * ldp));
     s.resize(static_cast<size_t>(dk * lds));  // the padding past d_v stays 0
-    carry.resize(static_cast<size_t>(dk * lds));
   }
   /** The 16-bit storage's buffers, sized on first use (fp32 inputs are read and written in place). */
   void widen(int64_t dk, int64_t dv) {
@@ -163,7 +190,6 @@ struct ForwardArgs {
 template <Path P, class T>
 void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, int64_t t_begin, int64_t t_end,
                    int64_t sb) {
-  using Ker = kernels::Kernels<P>;
   constexpr bool f32 = std::is_same_v<T, float>;
   const int64_t dk = a.q.dim, dv = a.v.dim, group = a.q.heads / a.k.heads, ldp = w.ldp, lds = w.lds;
   if (!f32) w.widen(dk, dv);
@@ -175,10 +201,9 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   const float* rev = w.decay.rev.data() + w.decay.block;    // rev[j - i] = pow[i - j] for j <= i
   const float* crev = w.decay.crev.data() + w.decay.block;  // crev[j - i] = cpow[i - j]
   float* S = w.s.data();
-  float* C = w.carry.data();
   float* Pm = w.p.data();
-  std::fill(w.carry.begin(), w.carry.end(), 0.0f);
   bool s_zero = a.state_in.absent();
+  DecayFactors factors{w.decay.slope};  // S's per block
   if (!s_zero)
     for (int64_t i = 0; i < dk; ++i) std::copy_n(a.state_in.row(sb, g, i), dv, S + i * lds);
   Prefetcher& pf = w.prefetch;
@@ -234,26 +259,15 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
       if constexpr (!f32)
         for (int64_t i = 0; i < m; ++i) store_floats<P>(O + i * dv, dv, a.o.row(b, h, t0 + i));
     }
-    // S <- lambda^m S + (decayed K)^T V. With slow decay the rounding error of float(lambda^m) would
-    // add up coherently over the 1/(1 - lambda^m) blocks S remembers (3e-4 in lambda^n at n = 2^20, slope 1e-6):
-    // then the state is S + C, C below S's last bit taking the remainder lambda^m - float(lambda^m)
-    // and handing S what fits (Fast2Sum). Faster decay forgets the error within 16 blocks.
-    const float hi = pw[m], lo = w.decay.pow_lo[m];
-    const bool compensate = !s_zero && hi > 0.9375f && lo != 0.0f;
+    // S <- lambda^m S + (decayed K)^T V, lambda^m from `factors` (no drift with slow decay).
+    const float decay = factors.next(m, pw[m]);
     const int64_t size = dk * lds;  // the whole buffer: its padding stays 0
-    if (compensate) Ker::axpby(size, lo, S, hi, C);
     // A power flushed to 0 still multiplies (0 * NaN stays NaN, as in the recurrence): beta = 0 would overwrite S.
-    if (!s_zero && hi == 0.0f)
+    if (!s_zero && decay == 0.0f)
       for (int64_t i = 0; i < size; ++i) S[i] *= 0.0f;
-    const float beta = s_zero ? 0.0f : hi == 0.0f ? 1.0f : hi;
+    const float beta = s_zero ? 0.0f : decay == 0.0f ? 1.0f : decay;
     gemm<P>(Part::full, dk, dv, m, w.kdt.data(), ldp, V, ldv, S, lds, beta, [&] { pf.tile(); });
     pf.step(1 << 30);  // whatever is left
-    if (compensate)
-      for (int64_t i = 0; i < size; ++i) {
-        const float sum = S[i] + C[i];
-        C[i] -= sum - S[i];
-        S[i] = sum;
-      }
     s_zero = false;
   }
   if (stream_o) end_streams();
