@@ -437,15 +437,13 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       }
     }
     const float decay = factors.next(m, pw[m]);  // lambda^m for S and H (DecayFactors)
-    if (need_ds && !(h_zero && s_zero)) {
+    if (need_ds && !s_zero) {  // while S is zero so is H: both start with the first nonzero S
       // H <- lambda^m (H + m S), from the entry S: the lags of whole blocks between a pair's tokens
       // (the part of the lag before the block's end is pass 2's, through R). H is not read before
       // its first value (the workspace's last item left it).
       const float weight_m = static_cast<float>(m) * pw[m];
       if (h_zero)
         for (int64_t e = 0; e < state_size; ++e) Ht[e] = weight_m * St[e];
-      else if (s_zero)
-        for (int64_t e = 0; e < state_size; ++e) Ht[e] *= decay;
       else  // as a plain loop g++ 12 left it scalar: 5% of the call
         Ker::axpby(state_size, weight_m, St, decay, Ht);
       h_zero = false;
