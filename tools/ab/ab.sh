@@ -7,6 +7,9 @@
 # new/old medians of 0.993-1.007, so a difference below about 0.7% is not resolved. On a noisy host
 # (per-pair quartiles +-2-3%) one head and 300-400 pairs, and the fastest tenth of each side's calls
 # (the last line), resolved about 0.5%: `tools/ab/ab.sh OLD NEW avx2 400 16384 1`.
+# On the Zen 5 EPYC (family 26 model 2) the first-linked side's forward ran about 7% slow for a whole
+# process in some runs (forward new/old about 0.93, with one tree on both sides too; never with
+# `setarch -R`): rerun such a run rather than read it (docs/performance-history.md, 2026-12-07).
 set -eu
 [ $# -ge 3 ] || { echo "usage: $0 OLD_TREE NEW_TREE avx2|avx512 [pairs] [n] [heads] [d]" >&2; exit 2; }
 old=$1 new=$2 isa=$3
