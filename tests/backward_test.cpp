@@ -510,6 +510,45 @@ TEST_P(Backward, SlopeGradientAtScaleZeroWithMagnitude1e15) {
   EXPECT_EQ(ref.d_slopes[0], 0.0);
 }
 
+// The last token's key and value, 1e20 each: the last row of a block, whose term of the slope
+// gradient, (m - 1 - j) v_j . (k_j R), has weight 0. v_j . (k_j R) leaves fp32, and 0 times it was
+// NaN where the reference is finite (found by the fuzzer, 2026-12-07). As the last token, k_j v_j
+// meets no later token nor a decay before dS_out; d_o is 0 there, so that no gradient of the case
+// leaves fp32 (dq_j would hold (do_j . v_j) k_j).
+TEST_P(Backward, SlopeGradientSkipsTermsOfWeightZero) {
+  for (const int64_t n : {int64_t{1}, int64_t{8}, int64_t{20}}) {
+    Case c{1, 1, 1, n, 4, 4, 8};
+    Problem p(c);
+    const int64_t j = n - 1;
+    p.k[static_cast<size_t>(j * 4)] = 1e20f;
+    p.v[static_cast<size_t>(j * 4 + 1)] = 1e20f;
+    std::fill_n(p.d_o.begin() + j * 4, 4, 0.0f);
+    p.run(GetParam());
+    const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
+    ASSERT_TRUE(std::isfinite(ref.d_slopes[0])) << "n=" << n;
+    EXPECT_LE(rel_rms(p.dsl, ref.d_slopes), kFp32Tolerance) << "n=" << n << ": " << p.dsl[0] << " against " << ref.d_slopes[0];
+    EXPECT_LE(rel_rms(contiguous(p.out(p.dk, 1, 4)), ref.dk), kFp32Tolerance) << "n=" << n;
+    EXPECT_LE(rel_rms(contiguous(p.out(p.dv, 1, 4)), ref.dv), kFp32Tolerance) << "n=" << n;
+  }
+}
+
+// At scale 0 the slope gradient is 0 (without dS_out) even where q . k itself leaves fp32: the
+// weights c (i-j) lambda^(i-j) of the pairs within a block are 0, and a term of weight 0 is skipped,
+// where 0 * Inf had made it NaN. (The other gradients need |q . k| below FLT_MAX: README
+// ## Reliability, Overflow.)
+TEST_P(Backward, SlopeGradientAtScaleZeroWithQKPastFltMax) {
+  Case c{1, 1, 1, 24, 4, 4, 8};
+  c.scale = 0.0f;
+  c.d_state_out = false;
+  Problem p(c);
+  p.q[5 * 4 + 0] = 1e20f;
+  p.k[3 * 4 + 0] = 1e20f;
+  p.run(GetParam());
+  EXPECT_EQ(p.dsl[0], 0.0f);
+  const auto ref = reference::backward_quadratic(p.qv(), p.kv(), p.vv(), p.dov(), kSlopes, c.scale, p.s0v(), p.ds1v());
+  EXPECT_EQ(ref.d_slopes[0], 0.0);
+}
+
 LIGHTNING_INSTANTIATE_FOR_PATHS(Backward);
 
 // The sequence-parallel backward (detail::backward_split): threads along the sequence when the

@@ -239,7 +239,9 @@ inline float decay_beta(float* x, int64_t rows, int64_t cols, int64_t ld, float 
 /**
  * sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float over 16 lanes of
  * partial sums (one sum in order is a chain of dependent adds, which held 2% of the backward with
- * d_slopes), the lanes added in order.
+ * d_slopes), the lanes added in order. A row of weight 0 is skipped, not multiplied: its dot may
+ * leave fp32 where the sum does not (a block's last row in pass 2: 0 * Inf was NaN, found by the
+ * fuzzer); a NaN or Inf among the inputs makes d_slopes NaN by backward_forward_pass's check.
  */
 template <class Weight>
 double weighted_row_dots(int64_t m, int64_t d, const float* x, int64_t ldx, const float* y, int64_t ldy,
@@ -247,6 +249,8 @@ double weighted_row_dots(int64_t m, int64_t d, const float* x, int64_t ldx, cons
   constexpr int L = 16;
   double acc = 0;
   for (int64_t i = 0; i < m; ++i) {
+    const double wi = weight(i);
+    if (wi == 0.0) continue;
     const float* xi = x + i * ldx;
     const float* yi = y + i * ldy;
     float lane[L] = {};
@@ -256,7 +260,7 @@ double weighted_row_dots(int64_t m, int64_t d, const float* x, int64_t ldx, cons
     for (; c < d; ++c) lane[c % L] += xi[c] * yi[c];
     float dot = 0;
     for (float e : lane) dot += e;
-    acc += weight(i) * static_cast<double>(dot);
+    acc += wi * static_cast<double>(dot);
   }
   return acc;
 }
@@ -415,7 +419,8 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         double acc = 0;
         for (int64_t i = 1; i < m; ++i) {
           float row = 0;
-          for (int64_t j = 0; j < i; ++j) row += cwpw[i - j] * Am[i * ldp + j] * Pm[i * ldp + j];
+          for (int64_t j = 0; j < i; ++j)  // weight 0 (scale 0, or flushed) skipped: A_ij may be past FLT_MAX
+            if (cwpw[i - j] != 0.0f) row += cwpw[i - j] * Am[i * ldp + j] * Pm[i * ldp + j];
           acc += row;
         }
         slope_sum += acc;
