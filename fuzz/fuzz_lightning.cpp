@@ -536,8 +536,10 @@ void backward_as(Bytes& in) {
   maybe_mismatch(in, knock, c);
 
   bool huge = false;
-  for (const Tensor* t : {&q, &k, &v, &d_o, &dq, &dkk, &dvv, &s_in, &ds_out, &ds_in})
-    c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
+  // Spans counted in the operand's bytes: a 16-bit view may span twice the elements of an fp32 one.
+  for (const Tensor* t : {&q, &k, &v, &d_o, &dq, &dkk, &dvv})
+    c.reject_if(t->certainly_invalid(sizeof(E)), "view"), huge |= t->huge;
+  for (const Tensor* t : {&s_in, &ds_out, &ds_in}) c.reject_if(t->certainly_invalid(), "view"), huge |= t->huge;
   c.reject_if(dk < 1 || dv < 1, "dims");
   c.reject_if(G < 1 || (H >= 0 && H % G != 0), "heads");
   if (!c.invalid && (huge || too_much_work(B, H, n, dk, dv))) return;
