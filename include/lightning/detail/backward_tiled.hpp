@@ -224,19 +224,6 @@ struct BackwardWorkspace {
 };
 
 /**
- * The beta that decays the rows x cols panel x (row stride ld) of a running state (S or R) by
- * `decay` in C = beta C + A B. A power flushed to 0 still multiplies (0 * NaN stays NaN, as in the
- * recurrence and the forward): beta = 0 would overwrite x, so x is multiplied by 0 here and 1 is
- * returned.
- */
-inline float decay_beta(float* x, int64_t rows, int64_t cols, int64_t ld, float decay) {
-  if (decay != 0.0f) return decay;
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t c = 0; c < cols; ++c) x[i * ld + c] *= 0.0f;
-  return 1.0f;
-}
-
-/**
  * sum_i weight(i) * (x_i . y_i) over m rows of width d, each row's dot in float over 16 lanes of
  * partial sums (one sum in order is a chain of dependent adds, which held 2% of the backward with
  * d_slopes), the lanes added in order. A row of weight 0 is skipped, not multiplied: its dot may
@@ -419,8 +406,10 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         double acc = 0;
         for (int64_t i = 1; i < m; ++i) {
           float row = 0;
-          for (int64_t j = 0; j < i; ++j)  // weight 0 (scale 0, or flushed) skipped: A_ij may be past FLT_MAX
-            if (cwpw[i - j] != 0.0f) row += cwpw[i - j] * Am[i * ldp + j] * Pm[i * ldp + j];
+          for (int64_t j = 0; j < i; ++j) {  // weight 0 (scale 0, or flushed) skipped: A_ij may be past FLT_MAX
+            const float weight = cwpw[i - j];
+            if (weight != 0.0f) row += weight * Am[i * ldp + j] * Pm[i * ldp + j];
+          }
           acc += row;
         }
         slope_sum += acc;

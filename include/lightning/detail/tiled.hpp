@@ -79,6 +79,19 @@ struct DecayFactors {
 };
 
 /**
+ * The beta that decays the rows x cols panel x (row stride ld) of a running state (the forward's S; the backward's S or R) by
+ * `decay` in C = beta C + A B. A power flushed to 0 still multiplies (0 * NaN stays NaN, as in the
+ * recurrence): beta = 0 would overwrite x, so x is multiplied by 0 here and 1 is
+ * returned.
+ */
+inline float decay_beta(float* x, int64_t rows, int64_t cols, int64_t ld, float decay) {
+  if (decay != 0.0f) return decay;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t c = 0; c < cols; ++c) x[i * ld + c] *= 0.0f;
+  return 1.0f;
+}
+
+/**
  * pow[t] = lambda^t for t in [0, block], from exp(-slope t) in double: only non-negative powers,
  * those below exp(-kMaxDecayExponent) flushed to 0 so that strong decay never meets denormal
  * arithmetic. cpow[t] = c lambda^t (the scale c in the same double product; below the smallest
@@ -261,11 +274,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     }
     // S <- lambda^m S + (decayed K)^T V, lambda^m from `factors` (no drift with slow decay).
     const float decay = factors.next(m, pw[m]);
-    const int64_t size = dk * lds;  // the whole buffer: its padding stays 0
-    // A power flushed to 0 still multiplies (0 * NaN stays NaN, as in the recurrence): beta = 0 would overwrite S.
-    if (!s_zero && decay == 0.0f)
-      for (int64_t i = 0; i < size; ++i) S[i] *= 0.0f;
-    const float beta = s_zero ? 0.0f : decay == 0.0f ? 1.0f : decay;
+    const float beta = s_zero ? 0.0f : decay_beta(S, dk, dv, lds, decay);
     gemm<P>(Part::full, dk, dv, m, w.kdt.data(), ldp, V, ldv, S, lds, beta, [&] { pf.tile(); });
     pf.step(1 << 30);  // whatever is left
     s_zero = false;
