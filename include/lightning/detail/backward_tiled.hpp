@@ -305,7 +305,10 @@ inline constexpr int64_t kLargeL1Bytes = 48 * 1024;
  * model 167 (48 KB L1, 2 MB L2) pass 1's reads into L2 took the backward 0.9786x, 0.9757x and
  * 0.9895x its time on avx512 and 0.9905x, 0.9909x, 0.9927x and 0.9940x on avx2 (tools/ab, d = 128,
  * n = 16384, heads 8, 30-40 pairs; the unchanged forward 0.993-0.999x), where pass 2's reads into
- * L2 had measured 0.993-1.001x.
+ * L2 had measured 0.993-1.001x. On the Zen 5 EPYC of family 26 model 2 (48 KB L1, 1 MB L2) a tie in
+ * the whole backward (0.999x, 1.003x; every per-stream mix of levels within the noise), though a
+ * backward asking for dq alone, pass 1 without the stashes, took 0.96-0.98x its time with reads into L1
+ * (docs/performance-history.md, 2026-12-07 from 06:09 UTC).
  */
 inline bool pass1_reads_into_l1(int64_t l1_bytes) { return l1_bytes < kLargeL1Bytes; }
 
