@@ -79,10 +79,10 @@ struct DecayFactors {
 };
 
 /**
- * The beta that decays the rows x cols panel x (row stride ld) of a running state (the forward's S; the backward's S or R) by
- * `decay` in C = beta C + A B. A power flushed to 0 still multiplies (0 * NaN stays NaN, as in the
- * recurrence): beta = 0 would overwrite x, so x is multiplied by 0 here and 1 is
- * returned.
+ * The beta that decays the rows x cols panel x (row stride ld) of a running state (the forward's S;
+ * the backward's S or R) by `decay` in C = beta C + A B. A power flushed to 0 still multiplies
+ * (0 * NaN stays NaN, as in the recurrence): beta = 0 would overwrite x, so x is multiplied by 0
+ * here and 1 is returned.
  */
 inline float decay_beta(float* x, int64_t rows, int64_t cols, int64_t ld, float decay) {
   if (decay != 0.0f) return decay;
