@@ -41,6 +41,7 @@
 #include "lightning/detail/pack.hpp"
 #include "lightning/detail/parallel.hpp"
 #include "lightning/detail/prefetch.hpp"
+#include "lightning/detail/site_times.hpp"
 #include "lightning/detail/stream.hpp"
 #include "lightning/detail/tiled.hpp"
 #include "lightning/kernels/avx2.hpp"
@@ -354,6 +355,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   double slope_sum = 0;  // the slope gradient's terms (header comment) but pass 2's, in double across blocks
 
   for (int64_t t0 = 0; t0 < n; t0 += a.block) {
+    LIGHTNING_SITE(pass1_block);
     const int64_t m = std::min(a.block, n - t0);
     // kBlocksAhead blocks ahead, over this block's P, dQ and state-update tiles; q only for d_slopes,
     // and the stashes in dK's and dV's rows, which this pass writes.
@@ -369,7 +371,10 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     // V^T for P = dO V^T and the decayed V^T for the state update (and pass 2), in one transpose.
     int64_t ldvd;
     float* Vdt = decayed_vt(a, stash_v_in_dv<P>(a, m), b, g, t0, m, w.vdt, ldp, ldvd);
-    transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, Vdt, ldvd, w.to_end.data());
+    {
+      LIGHTNING_SITE(pass1_v_transpose);
+      transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, Vdt, ldvd, w.to_end.data());
+    }
     if (need_ds) transpose<P>(m, dk, K, ldk, w.kt.data(), ldp);
     // Without dQ and d_slopes only S is wanted (a piece's final state, states_t_out): no q head's terms.
     for (int64_t h = g * group; h < (need_dq || need_ds ? g + 1 : g) * group; ++h) {
@@ -380,15 +385,20 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       // The scale first, as the forward's c q S: dO S^T alone may overflow where c dO S^T does not
       // (nor dO W^T where c dO W^T does not: the slope gradient's second term, whose W is nonzero
       // only from the second block on, as S is).
-      if (!s_zero)
+      if (!s_zero) {
+        LIGHTNING_SITE(pass1_do_scaled);
         for (int64_t i = 0; i < m; ++i)
           for (int64_t c = 0; c < dv; ++c) w.dos[i * dv + c] = cpw[i + 1] * dO[i * ldo + c];
+      }
       // P~ = c lambda^{i-j} dO V^T on and below the diagonal, zero above; masked after the slope
       // terms have read P when they are asked for.
       const auto mask_p = [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, m, Pm, ldp, crev); };
-      gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile, [&](int64_t i0, int mr) {
-        if (!need_ds) mask_p(i0, mr);
-      });
+      {
+        LIGHTNING_SITE(pass1_triangle);
+        gemm_triangle<P>(false, m, dv, dO, ldo, w.vt.data(), ldp, Pm, ldp, tile, [&](int64_t i0, int mr) {
+          if (!need_ds) mask_p(i0, mr);
+        });
+      }
       if (need_ds) {
         // q_i H (c lambda^{i+1} do_i)^T and (i+1) q_i . (c lambda^{i+1} do_i S^T) (the second is dQ's
         // inter part, from which dQ's tiles then start: the same bits whether or not d_slopes is
@@ -422,11 +432,15 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         int64_t ldd;
         float* dQ = gradient_rows(a.dq, b, h, t0, w.dq, ldd);
         const bool inter_in_y = need_ds && !s_zero;
-        gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero || inter_in_y ? 0 : dv, w.dos.data(), dv, St, ldst, Pm, ldp,
-                              K, ldk, dQ, ldd, 0.0f, tile, stream_dq, inter_in_y ? w.y.data() : nullptr, dk);
+        {
+          LIGHTNING_SITE(pass1_dq);
+          gemm_plus_triangle<P>(Part::lower_k, m, dk, s_zero || inter_in_y ? 0 : dv, w.dos.data(), dv, St, ldst, Pm,
+                                ldp, K, ldk, dQ, ldd, 0.0f, tile, stream_dq, inter_in_y ? w.y.data() : nullptr, dk);
+        }
         store_rows<P>(dQ, ldd, a.dq, b, h, t0, m);
         if constexpr (std::is_same_v<T, float>)
           if (stash) {
+            LIGHTNING_SITE(pass1_p_stash);
             float* to = p_stash(a, b, h, t0);
             for (int64_t i = 0; i < m; ++i)  // a loop the compiler vectorises: std::copy_n called memmove per row
               for (int64_t j = 0; j < m; ++j) to[i * a.dk.seq_stride + j] = Pm[i * ldp + j];
@@ -446,8 +460,11 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       h_zero = false;
     }
     if (t0 + m == n && !final_st) break;  // no later block reads S
-    gemm<P>(Part::full, dv, dk, m, Vdt, ldvd, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv, dk, ldst, decay),
-            tile);
+    {
+      LIGHTNING_SITE(pass1_update);
+      gemm<P>(Part::full, dv, dk, m, Vdt, ldvd, K, ldk, St, ldst, s_zero ? 0.0f : decay_beta(St, dv, dk, ldst, decay),
+              tile);
+    }
     pf.step(1 << 30);  // whatever is left
     s_zero = false;
   }
@@ -553,6 +570,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
   const bool wide = wide_panels<P>(std::min(a.block, n), ldp, dk, a.l1()), reask = reask_into_l1(a.l1());
 
   for (int64_t t0 = n == 0 ? 0 : (n - 1) / a.block * a.block; t0 >= 0 && n > 0; t0 -= a.block) {
+    LIGHTNING_SITE(pass2_block);
     const int64_t m = std::min(a.block, n - t0);
     // kBlocksAhead blocks back, over this block's P (unless kept from pass 1), dK^T, A, dV and R
     // tiles, each stream's lines in descending order (tile<true>).
@@ -589,9 +607,11 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       else
         transpose_dual<P>(m, dv, V, ldv, w.vt.data(), ldp, w.vdt.data(), ldp, w.to_end.data());
     }
-    if ((need_dv || need_ds) && !r_zero)  // the decayed K rows of dV's inter term
+    if ((need_dv || need_ds) && !r_zero) {  // the decayed K rows of dV's inter term
+      LIGHTNING_SITE(pass2_k_decayed);
       for (int64_t j = 0; j < m; ++j)
         for (int64_t c = 0; c < dk; ++c) w.kd[j * dk + c] = w.to_end[j] * K[j * ldk + c];
+    }
     // With d_slopes, dV's inter term (lambda^{m-1-j} K) R apart, for the slope gradient's weighted
     // dots; dV's tiles then start from it (C0): the same bits as the one product.
     const bool inter_in_yv = need_ds && !r_zero;
@@ -603,6 +623,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
     const auto store_dk = [&] {
       int64_t lddk;
       float* dK = gradient_rows(a.dk, b, g, t0, w.dk, lddk);
+      LIGHTNING_SITE(pass2_dk_transpose);
       transpose<P>(dk, m, dKt, ldp, dK, lddk, nullptr, stream_dk);
       store_rows<P>(dK, lddk, a.dk, b, g, t0, m);
     };
@@ -620,15 +641,20 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       const float beta = first ? 0.0f : 1.0f;
       // Q^T plain (dK^T and A^T = K Q^T) and scaled by c lambda^{i+1} (the update of R).
       const bool need_qt = need_dk || need_dv;
-      if (need_qt && update_r)
-        transpose_dual<P>(m, dk, Q, ldq, w.qt.data(), ldp, w.qdt.data(), ldp, cpw + 1);
-      else if (need_qt)
-        transpose<P>(m, dk, Q, ldq, w.qt.data(), ldp);
-      else if (update_r)
-        transpose<P>(m, dk, Q, ldq, w.qdt.data(), ldp, cpw + 1);
-      if (need_dv)  // A~^T from K Q^T on and above the diagonal
+      {
+        LIGHTNING_SITE(pass2_q_transpose);
+        if (need_qt && update_r)
+          transpose_dual<P>(m, dk, Q, ldq, w.qt.data(), ldp, w.qdt.data(), ldp, cpw + 1);
+        else if (need_qt)
+          transpose<P>(m, dk, Q, ldq, w.qt.data(), ldp);
+        else if (update_r)
+          transpose<P>(m, dk, Q, ldq, w.qdt.data(), ldp, cpw + 1);
+      }
+      if (need_dv) {  // A~^T from K Q^T on and above the diagonal
+        LIGHTNING_SITE(pass2_triangle);
         gemm_triangle<P>(true, m, dk, K, ldk, w.qt.data(), ldp, Pt, ldp, tile,
                          [&](int64_t j0, int mr) { mask_upper(j0, j0 + mr, m, Pt, ldp, lag); });
+      }
       if constexpr (std::is_same_v<T, float>)
         if (need_dk && !stream_dk && reask && h + 1 == (g + 1) * group)
           prefetch_rows_into_l1(a.dk.row(b, g, t0), m, dk, a.dk.seq_stride, true);
@@ -646,15 +672,21 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         // Inf in q_i makes the sum NaN or Inf, and its weight, even 0, keeps it so): when dV is asked
         // for, that row of m floats is the test instead of Q's m d_k. A non-finite k_0, or a product
         // past FLT_MAX, takes the exact path too, which is right for any Q, only slower.
-        const bool finite_q = need_dv ? all_finite(1, m, Pt, ldp) : all_finite(m, dk, Q, ldq);
+        bool finite_q;
+        {
+          LIGHTNING_SITE(pass2_q_test);
+          finite_q = need_dv ? all_finite(1, m, Pt, ldp) : all_finite(m, dk, Q, ldq);
+        }
         if (pairs) {  // P~ zipped into pair layout
           if constexpr (has_pairs) {
+            LIGHTNING_SITE(pass2_dkt);
             if (finite_q) Ker::zip_row_pairs(m, Pl, ldl, w.pz.data());
             if (finite_q || inter)
               gemm_pairs<P>(dk, inter ? dv : 0, R, ldr, w.vdp.data(), finite_q ? m : 0, w.qt.data(), ldp,
                             w.pz.data(), dKt, ldp, beta, tile);
           }
         } else if (finite_q) {
+          LIGHTNING_SITE(pass2_dkt);
           gemm_plus_lower_right<P>(dk, m, inter ? dv : 0, R, ldr, Vdt, ldvd, w.qt.data(), ldp, Pl, ldl, dKt, ldp, beta,
                                    tile);
         } else if (inter) {
@@ -670,12 +702,15 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       // 24 would not fit in L1 (wide_panels).
       for (int64_t c0 = 0, cols = 0; c0 < dv; c0 += cols) {
         cols = wide ? col_tile<P>(dv - c0) : std::min<int64_t>(Ker::NR - Ker::W, dv - c0);
-        if (need_dv)  // dV = A~^T dO + (lambda^{m-1-j} K) R
+        if (need_dv) {  // dV = A~^T dO + (lambda^{m-1-j} K) R
+          LIGHTNING_SITE(pass2_dv);
           gemm_plus_triangle<P>(Part::upper_k, m, cols, inter && !inter_in_yv ? dk : 0, w.kd.data(), dk, R + c0, ldr,
                                 Pt, ldp, dO + c0, ldo, dV + c0, lddv, beta, tile, stream_dv,
                                 inter && inter_in_yv ? w.yv.data() + c0 : nullptr, dv);
+        }
         if (update_r) {  // R <- lambda^m R + sum_h (c lambda^{i+1} Q_h)^T dO_h
           const float r_beta = r_zero ? 0.0f : first ? decay_beta(R + c0, dk, cols, ldr, decay) : 1.0f;
+          LIGHTNING_SITE(pass2_r_update);
           gemm<P>(Part::full, dk, cols, m, w.qdt.data(), ldp, dO + c0, ldo, R + c0, ldr, r_beta, tile);
         }
       }

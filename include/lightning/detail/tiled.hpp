@@ -15,6 +15,7 @@
 #include "lightning/detail/prefetch.hpp"
 #include "lightning/detail/parallel.hpp"
 #include "lightning/detail/seqpar.hpp"
+#include "lightning/detail/site_times.hpp"
 #include "lightning/detail/stream.hpp"
 #include "lightning/kernels/avx2.hpp"
 #include "lightning/kernels/avx512.hpp"
@@ -227,6 +228,7 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
   const int64_t heads = a.o.absent() ? 0 : group, h_begin = g * group, h_end = h_begin + heads;
 
   for (int64_t t0 = t_begin; t0 < t_end; t0 += a.block) {
+    LIGHTNING_SITE(forward_block);
     const int64_t m = std::min(a.block, t_end - t0);
     // The next block's inputs and outputs, spread over this block's register tiles.
     const int64_t ahead = t0 + kBlocksAhead * a.block;
@@ -246,20 +248,28 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
     const float* K = rows_as_floats<P>(a.k, b, g, t0, m, w.k, ldk);
     const float* V = rows_as_floats<P>(a.v, b, g, t0, m, w.v, ldv);
     // K^T plain and decayed towards the block's end: row j of K scaled by pow[m - 1 - j] = rev[j - m + 1].
-    transpose_dual<P>(m, dk, K, ldk, w.kt.data(), ldp, w.kdt.data(), ldp, rev - m + 1);
+    {
+      LIGHTNING_SITE(forward_k_transpose);
+      transpose_dual<P>(m, dk, K, ldk, w.kt.data(), ldp, w.kdt.data(), ldp, rev - m + 1);
+    }
     for (int64_t h = h_begin; h < h_end; ++h) {
       int64_t ldq;
       const float* Q = rows_as_floats<P>(a.q, b, h, t0, m, w.q, ldq);
       // The scale meets q first, as in c q_t S_t: q S alone may overflow where c q S does not.
-      if (!s_zero)
+      if (!s_zero) {
+        LIGHTNING_SITE(forward_q_scaled);
         for (int64_t i = 0; i < m; ++i)
           for (int64_t c = 0; c < dk; ++c) w.qd[i * dk + c] = cpw[i + 1] * Q[i * ldq + c];
+      }
       // P = mask(Q K^T) c lambda^{i-j}, row tile by row tile up to its last row's column, in whole vectors (the
       // columns past m, up to ldp, are computed from stale K^T columns and never read); each row tile
       // masked while in L1: row i keeps columns j <= i, weighted c lambda^{i-j}, and zeros up to the
       // tile's last row.
-      gemm_triangle<P>(false, m, dk, Q, ldq, w.kt.data(), ldp, Pm, ldp, [&] { pf.tile(); },
-                       [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, i0 + mr, Pm, ldp, crev); });
+      {
+        LIGHTNING_SITE(forward_triangle);
+        gemm_triangle<P>(false, m, dk, Q, ldq, w.kt.data(), ldp, Pm, ldp, [&] { pf.tile(); },
+                         [&](int64_t i0, int mr) { mask_lower(i0, i0 + mr, i0 + mr, Pm, ldp, crev); });
+      }
       // O = lambda^{i+1} (c Q) S + P V: both sums in one register tile per (row tile, column tile).
       float* O;
       int64_t ldo;
@@ -267,15 +277,21 @@ void forward_group(const ForwardArgs<T>& a, int64_t b, int64_t g, Workspace& w, 
         O = a.o.row(b, h, t0), ldo = a.o.seq_stride;
       else
         O = w.o.data(), ldo = dv;
-      gemm_plus_triangle<P>(Part::lower_k, m, dv, s_zero ? 0 : dk, w.qd.data(), dk, S, lds, Pm, ldp, V, ldv, O, ldo, 0.0f,
-                            [&] { pf.tile(); }, stream_o);
+      {
+        LIGHTNING_SITE(forward_read_out);
+        gemm_plus_triangle<P>(Part::lower_k, m, dv, s_zero ? 0 : dk, w.qd.data(), dk, S, lds, Pm, ldp, V, ldv, O, ldo,
+                              0.0f, [&] { pf.tile(); }, stream_o);
+      }
       if constexpr (!f32)
         for (int64_t i = 0; i < m; ++i) store_floats<P>(O + i * dv, dv, a.o.row(b, h, t0 + i));
     }
     // S <- lambda^m S + (decayed K)^T V, lambda^m from `factors` (no drift with slow decay).
     const float decay = factors.next(m, pw[m]);
     const float beta = s_zero ? 0.0f : decay_beta(S, dk, dv, lds, decay);
-    gemm<P>(Part::full, dk, dv, m, w.kdt.data(), ldp, V, ldv, S, lds, beta, [&] { pf.tile(); });
+    {
+      LIGHTNING_SITE(forward_update);
+      gemm<P>(Part::full, dk, dv, m, w.kdt.data(), ldp, V, ldv, S, lds, beta, [&] { pf.tile(); });
+    }
     pf.step(1 << 30);  // whatever is left
     s_zero = false;
   }
