@@ -48,38 +48,69 @@ struct TimingInputs {
  */
 enum class Gradients { all, dq, dk_dv };
 
+/** The median of x, the upper one of the two middle values for an even count. */
+inline double median(std::vector<double> x) {
+  std::sort(x.begin(), x.end());
+  return x[x.size() / 2];
+}
+
 /**
- * Runs forward (with state_out) and backward (`which` gradients; d_slopes too when `slope_gradient`,
- * with all of them) alternately `reps` times on random [batch, heads, n, d] inputs with MiniMax-like
- * slopes, after one warm-up call of each, and returns the medians. The tensors start 64-byte lines
- * (bench/methods.hpp says why). block_size is Options::block_size
- * for both (0: the library's choice).
+ * The timed calls on random [batch, heads, n, d] inputs with MiniMax-like slopes (TimingInputs):
+ * forward (with state_out) and backward (`which` gradients from dS_out, d_slopes too when
+ * `slope_gradient`, with all of them), each writing its outputs here. The tensors start 64-byte
+ * lines (bench/methods.hpp says why). block_size is Options::block_size for both (0: the library's
+ * choice).
+ */
+class TimingCalls {
+ public:
+  TimingCalls(int64_t batch, int64_t heads, int64_t n, int64_t d_k, int64_t d_v, Path path, int threads = 1,
+              bool slope_gradient = false, int64_t block_size = 0, Gradients which = Gradients::all)
+      : batch_(batch), heads_(heads), n_(n), d_k_(d_k), d_v_(d_v), in_(batch, heads, n, d_k, d_v),
+        o_(in_.v.size()), s_out_(in_.ds_out.size()), dq_(in_.q.size()), dk_(in_.k.size()), dv_(in_.v.size()),
+        ds_in_(in_.ds_out.size()), d_slopes_(static_cast<size_t>(heads)),
+        pass1_(which != Gradients::dk_dv), pass2_(which != Gradients::dq),
+        slopes_out_(slope_gradient && which == Gradients::all) {
+    opt_.slopes = in_.slopes.data();
+    opt_.path = path;
+    opt_.threads = threads;
+    opt_.block_size = block_size;
+  }
+  void run_forward() {
+    forward(in(in_.q, d_k_), in(in_.k, d_k_), in(in_.v, d_v_), out(o_, d_v_), opt_, {},
+            state_view(s_out_.data(), batch_, heads_, d_k_, d_v_));
+  }
+  void run_backward() {
+    backward(in(in_.q, d_k_), in(in_.k, d_k_), in(in_.v, d_v_), in(in_.d_o, d_v_),
+             pass1_ ? out(dq_, d_k_) : View<float>{}, pass2_ ? out(dk_, d_k_) : View<float>{},
+             pass2_ ? out(dv_, d_v_) : View<float>{}, opt_, {},
+             state_view(static_cast<const float*>(in_.ds_out.data()), batch_, heads_, d_k_, d_v_),
+             pass2_ ? state_view(ds_in_.data(), batch_, heads_, d_k_, d_v_) : View<float>{},
+             slopes_out_ ? d_slopes_.data() : nullptr);
+  }
+
+ private:
+  View<const float> in(const detail::Floats& x, int64_t d) const {
+    return bhnd<const float>(x.data(), batch_, heads_, n_, d);
+  }
+  View<float> out(detail::Floats& x, int64_t d) const { return bhnd(x.data(), batch_, heads_, n_, d); }
+
+  int64_t batch_, heads_, n_, d_k_, d_v_;
+  TimingInputs in_;
+  detail::Floats o_, s_out_, dq_, dk_, dv_, ds_in_, d_slopes_;
+  bool pass1_, pass2_, slopes_out_;
+  Options opt_;
+};
+
+/**
+ * Runs TimingCalls' forward and backward alternately `reps` times after one warm-up call of each,
+ * and returns the medians.
  */
 inline BackwardTiming time_backward(int64_t batch, int64_t heads, int64_t n, int64_t d_k, int64_t d_v, Path path,
                                     int reps, int threads = 1, bool slope_gradient = false,
                                     int64_t block_size = 0, Gradients which = Gradients::all) {
-  const TimingInputs inputs(batch, heads, n, d_k, d_v);
-  const detail::Floats &q = inputs.q, &k = inputs.k, &v = inputs.v, &d_o = inputs.d_o, &ds_out = inputs.ds_out;
-  detail::Floats o(v.size()), s_out(ds_out.size()), dq(q.size()), dk(k.size()), dv(v.size()), ds_in(ds_out.size()),
-      d_slopes(static_cast<size_t>(heads));
-  Options opt;
-  opt.slopes = inputs.slopes.data();
-  opt.path = path;
-  opt.threads = threads;
-  opt.block_size = block_size;
-  const auto in = [&](const detail::Floats& x, int64_t d) { return bhnd<const float>(x.data(), batch, heads, n, d); };
-  const auto out = [&](detail::Floats& x, int64_t d) { return bhnd(x.data(), batch, heads, n, d); };
-  const auto run_forward = [&] {
-    forward(in(q, d_k), in(k, d_k), in(v, d_v), out(o, d_v), opt, {}, state_view(s_out.data(), batch, heads, d_k, d_v));
-  };
-  const bool pass1 = which != Gradients::dk_dv, pass2 = which != Gradients::dq;
-  const auto run_backward = [&] {
-    backward(in(q, d_k), in(k, d_k), in(v, d_v), in(d_o, d_v), pass1 ? out(dq, d_k) : View<float>{},
-             pass2 ? out(dk, d_k) : View<float>{}, pass2 ? out(dv, d_v) : View<float>{}, opt, {},
-             state_view(static_cast<const float*>(ds_out.data()), batch, heads, d_k, d_v),
-             pass2 ? state_view(ds_in.data(), batch, heads, d_k, d_v) : View<float>{},
-             slope_gradient && which == Gradients::all ? d_slopes.data() : nullptr);
-  };
+  TimingCalls calls(batch, heads, n, d_k, d_v, path, threads, slope_gradient, block_size, which);
+  const auto run_forward = [&] { calls.run_forward(); };
+  const auto run_backward = [&] { calls.run_backward(); };
   run_forward();
   run_backward();
   std::vector<double> fw, bw, ratio;
@@ -88,10 +119,6 @@ inline BackwardTiming time_backward(int64_t batch, int64_t heads, int64_t n, int
     bw.push_back(cpu_seconds(run_backward));
     ratio.push_back(bw.back() / fw.back());
   }
-  const auto median = [](std::vector<double> x) {
-    std::sort(x.begin(), x.end());
-    return x[x.size() / 2];
-  };
   return {median(fw), median(bw), median(ratio)};
 }
 

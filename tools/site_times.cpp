@@ -2,10 +2,9 @@
 // (detail/site_times.hpp), as shares of the forward's time per block:
 //   site_times_avx2 [n] [heads] [d] [reps] [path]
 // path: avx2 or avx512 (one the binary was built for). After a warm-up call of each, reps rounds of
-// one forward and one backward call, one thread; each site's time-stamp counter ticks (wall time)
+// one forward and one backward call (time_backward's, tools::TimingCalls), one thread; each site's time-stamp counter ticks (wall time)
 // over the forward's block loop's in the same round, the median over the rounds. The timers cost a
 // little, and the pass 1 + pass 2 line reads a little above time_backward's ratio.
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -29,18 +28,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: %s [n > 0] [heads > 0] [d > 0] [reps > 0] [compiled path]\n", argv[0]);
     return 2;
   }
-  const tools::TimingInputs in(1, heads, n, d, d);
-  detail::Floats o(in.v.size()), dq(in.q.size()), dk(in.k.size()), dv(in.v.size()), ds_in(in.ds_out.size());
-  Options opt;
-  opt.slopes = in.slopes.data();
-  opt.path = path;
-  const auto input = [&](const detail::Floats& x) { return bhnd<const float>(x.data(), 1, heads, n, d); };
-  const auto output = [&](detail::Floats& x) { return bhnd(x.data(), 1, heads, n, d); };
+  tools::TimingCalls calls(1, heads, n, d, d, path);
   const auto run = [&] {
-    forward(input(in.q), input(in.k), input(in.v), output(o), opt);
-    backward(input(in.q), input(in.k), input(in.v), input(in.d_o), output(dq), output(dk), output(dv), opt, {},
-             state_view(static_cast<const float*>(in.ds_out.data()), 1, heads, d, d),
-             state_view(ds_in.data(), 1, heads, d, d));
+    calls.run_forward();
+    calls.run_backward();
   };
   run();
   // Per round, each site's ticks over the forward's block ticks of that round; the medians over rounds.
@@ -56,18 +47,14 @@ int main(int argc, char** argv) {
     totals.push_back(shares[sites::pass1_block].back() + shares[sites::pass2_block].back());
     block_ticks.push_back(forward / static_cast<double>(blocks));
   }
-  const auto median = [](std::vector<double> x) {
-    std::sort(x.begin(), x.end());
-    return x.size() % 2 ? x[x.size() / 2] : (x[x.size() / 2 - 1] + x[x.size() / 2]) / 2;
-  };
   std::printf("path %s, n %lld, heads %lld, d %lld: medians over %d rounds of each site's ticks over the\n"
               "forward block loop's (%.1f k ticks per forward block)\n\n",
               path_name(path), static_cast<long long>(n), static_cast<long long>(heads), static_cast<long long>(d),
-              reps, median(block_ticks) / 1e3);
+              reps, tools::median(block_ticks) / 1e3);
   std::printf("| site | calls per forward block | share |\n|---|---:|---:|\n");
   for (int s = 0; s < sites::count; ++s)
     if (sites::calls[s] > 0)
       std::printf("| %s | %.2f | %.4f |\n", sites::kNames[s],
-                  static_cast<double>(sites::calls[s]) / static_cast<double>(blocks), median(shares[s]));
-  std::printf("\npass 1 + pass 2: %.4f of the forward (median over the rounds)\n", median(totals));
+                  static_cast<double>(sites::calls[s]) / static_cast<double>(blocks), tools::median(shares[s]));
+  std::printf("\npass 1 + pass 2: %.4f of the forward (median over the rounds)\n", tools::median(totals));
 }
