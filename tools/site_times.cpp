@@ -2,9 +2,10 @@
 // (detail/site_times.hpp), as shares of the forward's time per block:
 //   site_times_avx2 [n] [heads] [d] [reps] [path]
 // path: avx2 or avx512 (one the binary was built for). After a warm-up call of each, reps rounds of
-// one forward and one backward call (time_backward's, tools::TimingCalls), one thread; each site's time-stamp counter ticks (wall time)
-// over the forward's block loop's in the same round, the median over the rounds. The timers cost a
-// little, and the pass 1 + pass 2 line reads a little above time_backward's ratio.
+// one forward and one backward call (time_backward's, tools::TimingCalls), one thread; each site's
+// time-stamp counter ticks (wall time) over the forward's block loop's in the same round, the median
+// over the rounds. The timers cost a little, and the pass 1 + pass 2 line reads a little above
+// time_backward's ratio.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
