@@ -38,8 +38,8 @@ enum Site : int {
   count
 };
 
-/** What each site does, for tools/site_times's table. */
-inline constexpr const char* kNames[count] = {
+/** What each site does, for tools/site_times's table, in the order of Site. */
+inline constexpr const char* kNames[] = {
     "forward: block",
     "forward: K^T, plain and decayed",
     "forward: c lambda^(i+1) Q",
@@ -63,6 +63,7 @@ inline constexpr const char* kNames[count] = {
     "pass 2: dV = A~^T dO + K~ R (panels)",
     "pass 2: R update (panels)",
 };
+static_assert(sizeof(kNames) / sizeof(kNames[0]) == count, "one name per Site");
 
 #if defined(LIGHTNING_SITE_TIMES)
 /** Time-stamp counter ticks and calls per site since the last reset: one thread only (no atomics). */
