@@ -8,10 +8,10 @@
 // time_backward's ratio.
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "backward_timing.hpp"
+#include "path_arg.hpp"
 #include "lightning/detail/site_times.hpp"
 
 int main(int argc, char** argv) {
@@ -22,9 +22,7 @@ int main(int argc, char** argv) {
   const int64_t d = argc > 3 ? std::atoll(argv[3]) : 128;
   const int reps = argc > 4 ? std::atoi(argv[4]) : 5;
   const char* name = argc > 5 ? argv[5] : path_name(compiled_paths.back());
-  Path path = Path::automatic;
-  for (Path p : compiled_paths)
-    if (std::strcmp(name, path_name(p)) == 0) path = p;
+  const Path path = tools::compiled_path_named(name);
   if (path == Path::automatic || n <= 0 || heads <= 0 || d <= 0 || reps <= 0) {
     std::fprintf(stderr, "usage: %s [n > 0] [heads > 0] [d > 0] [reps > 0] [compiled path]\n", argv[0]);
     return 2;

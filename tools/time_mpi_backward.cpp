@@ -9,11 +9,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <random>
 #include <vector>
 
 #include "cpu_seconds.hpp"
+#include "path_arg.hpp"
 #include "lightning/mpi.hpp"
 
 int main(int argc, char** argv) {
@@ -26,8 +26,7 @@ int main(int argc, char** argv) {
   const double slope_scale = argc > 4 ? std::atof(argv[4]) : 0.5;
   const bool slope_gradient = argc > 5 && std::atoi(argv[5]) != 0;
   lightning::Options opt;
-  for (lightning::Path p : lightning::compiled_paths)
-    if (argc > 6 && std::strcmp(argv[6], lightning::path_name(p)) == 0) opt.path = p;
+  opt.path = lightning::tools::compiled_path_named(argc > 6 ? argv[6] : nullptr);
   std::mt19937 rng(static_cast<unsigned>(rank) + 1);
   std::normal_distribution<float> dist(0.0f, 0.3f);
   std::vector<float> q(static_cast<size_t>(heads * n * d)), k(q.size()), v(q.size()), d_o(q.size()), dq(q.size()),
