@@ -16,8 +16,10 @@ if grep -qw avx512f /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo && grep -qw
    grep -qw avx512_bf16 /proc/cpuinfo; then
   isa+=(-mavx512f -mavx512bw -mavx512vl -mavx512bf16)
 fi
+# LIGHTNING_NO_UNROLL: the register tiles' loops as written (kernels/simd_tile.hpp), as in scripts/sanitize.sh;
+# one translation unit on one core, it compiles in 76 s rather than 161 s (Zen 4).
 clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
-  "${isa[@]}" -Wall -Wextra -Werror -Iinclude fuzz/fuzz_lightning.cpp -o build/fuzz/fuzz_lightning
+  -DLIGHTNING_NO_UNROLL "${isa[@]}" -Wall -Wextra -Werror -Iinclude fuzz/fuzz_lightning.cpp -o build/fuzz/fuzz_lightning
 # New inputs go to build/fuzz/corpus (git-ignored); fuzz/corpus is read too. Crashes land in build/fuzz/artifacts.
 flags=(-max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 -max_len=256 -print_final_stats=1
        -artifact_prefix=build/fuzz/artifacts/)
