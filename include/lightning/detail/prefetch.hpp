@@ -130,10 +130,14 @@ struct Prefetcher {
    */
   template <class T>
   void add(const View<T>& x, int64_t b, int64_t h, int64_t t, bool write) {
-    if (rows > 0 && x.dim > 0 && count < static_cast<int>(std::size(streams)))
-      streams[count++] = {reinterpret_cast<const char*>(x.row(b, h, t)),
-                          x.seq_stride * static_cast<int64_t>(sizeof(T)),
-                          (x.dim * static_cast<int64_t>(sizeof(T)) + 63) / 64, write};
+    if (x.dim > 0) add_rows(x.row(b, h, t), x.seq_stride, x.dim, write);
+  }
+  /** Adds rows of `cols` elements from `first`, row stride `ld` elements, as add (none when cols <= 0). */
+  template <class T>
+  void add_rows(const T* first, int64_t ld, int64_t cols, bool write) {
+    if (rows > 0 && cols > 0 && count < static_cast<int>(std::size(streams)))
+      streams[count++] = {reinterpret_cast<const char*>(first), ld * static_cast<int64_t>(sizeof(T)),
+                          (cols * static_cast<int64_t>(sizeof(T)) + 63) / 64, write};
   }
   /** Forgets the streams; those added next start at their row t and run for m rows (m <= 0: none). */
   void start(int64_t m) { count = 0, at = 0, row = 0, line = 0, rows = m > 0 ? m : 0; }
