@@ -206,10 +206,10 @@ TEST_P(Backward, GroupedHeads) {
   // decayed V^T (stash_v_in_dv) until the first q head's dV tiles overwrite it.
   expect_close({2, 6, 2, 150, 48, 8, 16, Layout::bnhd});
   expect_close({2, 6, 2, 150, 48, 24, 16});
-  // d_k = 64 > 3 x 16: where a block's dK rows are contiguous the stash is packed at their start, rows
-  // of 48 floats (p_stash_ld), the last block's 6 rows too; token-major, it keeps dK's row stride.
-  expect_close({2, 6, 2, 150, 64, 24, 16});
-  expect_close({2, 6, 2, 150, 64, 24, 16, Layout::bnhd});
+  // d_k = 64 > 3 x 12: where a block's dK rows are contiguous the stash is packed at their start, rows
+  // of 36 floats (p_stash_ld), the last block's 6 rows too; token-major, it keeps dK's row stride.
+  expect_close({2, 6, 2, 150, 64, 24, 12});
+  expect_close({2, 6, 2, 150, 64, 24, 12, Layout::bnhd});
 }
 
 TEST_P(Backward, ThreadsGiveTheSameBits) {

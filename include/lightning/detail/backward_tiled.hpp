@@ -86,14 +86,16 @@ bool stash_p_in_dk(const BackwardArgs<T>& a) {
 /**
  * The row stride of the P~ stash in dK's rows (stash_p_in_dk), whose rows hold the group's P~ rows
  * side by side (group x block floats): packed, group x block, where a block's dK rows are contiguous
- * (its m x group x block floats then fit in the block's m x d_k), else dK's row stride. Packed, the
- * stash of a block of 24 rows at d = 128 takes 36 cache lines instead of parts of 48, and the avx2
- * backward took 0.9954x, 0.9951x and 0.9965x its time (tools/ab, Zen 4, n = 16384, heads 8, d = 128,
- * 30 pairs, the same bits).
+ * (its m x group x block floats then fit in the block's m x d_k) and such a row is not a whole
+ * number of cache lines, else dK's row stride. Packed, the stash of a block of 24 rows takes 36
+ * cache lines instead of parts of 48, and the avx2 backward took 0.9954x, 0.9951x and 0.9965x its
+ * time (tools/ab, Zen 4, n = 16384, heads 8, d = 128, 30 pairs, the same bits); avx512's blocks of
+ * 16 rows, one line each, took 1.0069x, 1.0014x and 1.0040x packed (the same lines), so stay apart.
  */
 template <class T>
 int64_t p_stash_ld(const BackwardArgs<T>& a) {
-  return a.dk.seq_stride == a.dk.dim ? a.q.heads / a.k.heads * a.block : a.dk.seq_stride;
+  const int64_t row = a.q.heads / a.k.heads * a.block;
+  return a.dk.seq_stride == a.dk.dim && row * static_cast<int64_t>(sizeof(float)) % 64 != 0 ? row : a.dk.seq_stride;
 }
 
 /** Where head h's P~ of the block from token t sits in dK's rows (stash_p_in_dk), row stride p_stash_ld. */
