@@ -74,8 +74,7 @@ struct BackwardArgs {
  * Whether pass 1 leaves each q head's masked P~ (block x block) in dK's rows of its block for pass 2,
  * which then reads it instead of computing dO V^T again: fp32 dK, both passes asked for, and room
  * in a row for the group's P~ rows side by side. dK's rows are overwritten by dK in pass 2, after
- * the last read of them. Where a block's dK rows are contiguous the stash is packed at their start
- * (p_stash_ld).
+ * the last read of them. Its rows lie apart or packed at the start of the block's rows (p_stash_ld).
  */
 template <class T>
 bool stash_p_in_dk(const BackwardArgs<T>& a) {
