@@ -281,20 +281,20 @@ void store_rows(const float* rows, int64_t ld, const View<T>& out, int64_t b, in
 
 /**
  * Starts pf on the rows [t, t + block) of k, with `v_too` v (k/v head g), d_o and, with `q_too`, q
- * (the group's q heads), with `p_stash` the block's P~ stash (p_stash_ld) and the given outputs,
+ * (the group's q heads), with `stash` the block's P~ stash (p_stash_ld) and the given outputs,
  * when that block exists (t in [0, n)); `tiles`: how many register tiles the current block has to
  * spread the requests over.
  */
 template <class T>
 void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t g, int64_t t, bool v_too, bool q_too,
-                    bool p_stash, std::initializer_list<View<T>> per_kv, std::initializer_list<View<T>> per_q,
+                    bool stash, std::initializer_list<View<T>> per_kv, std::initializer_list<View<T>> per_q,
                     int64_t tiles) {
   const int64_t n = a.q.seq, group = a.q.heads / a.k.heads;
   pf.start(t >= 0 && t < n ? std::min(a.block, n - t) : 0);
   if (pf.rows == 0) return;
   pf.add(a.k, b, g, t, false);
   if (v_too) pf.add(a.v, b, g, t, false);
-  if (p_stash) pf.add_rows(a.dk.row(b, g, t), p_stash_ld(a), group * a.block, true);
+  if (stash) pf.add_rows(p_stash(a, b, g * group, t), p_stash_ld(a), group * a.block, true);
   for (const View<T>& out : per_kv)
     if (!out.absent()) pf.add(out, b, g, t, true);
   for (int64_t h = g * group; h < (g + 1) * group; ++h) {

@@ -139,7 +139,7 @@ struct Prefetcher {
    */
   template <class T>
   void add(const View<T>& x, int64_t b, int64_t h, int64_t t, bool write) {
-    if (x.dim > 0) add_rows(x.row(b, h, t), x.seq_stride, x.dim, write);
+    if (rows > 0) add_rows(x.row(b, h, t), x.seq_stride, x.dim, write);  // no row of a block that is not there
   }
   /** Adds rows of `cols` elements from `first`, row stride `ld` elements, as add (none when cols <= 0). */
   template <class T>
