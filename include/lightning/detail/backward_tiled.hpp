@@ -294,7 +294,9 @@ void prefetch_block(Prefetcher& pf, const BackwardArgs<T>& a, int64_t b, int64_t
   if (pf.rows == 0) return;
   pf.add(a.k, b, g, t, false);
   if (v_too) pf.add(a.v, b, g, t, false);
-  if (stash) pf.add_rows(p_stash(a, b, g * group, t), p_stash_ld(a), group * a.block, true);
+  // The group's P~ rows start the block's dK rows (p_stash of its first head, which with no q heads,
+  // group 0, would divide by zero; then add_rows adds nothing).
+  if (stash) pf.add_rows(a.dk.row(b, g, t), p_stash_ld(a), group * a.block, true);
   for (const View<T>& out : per_kv)
     if (!out.absent()) pf.add(out, b, g, t, true);
   for (int64_t h = g * group; h < (g + 1) * group; ++h) {
