@@ -3,6 +3,7 @@
 // register tiles (detail/gemm.hpp) against a loop in double, at the sizes where they split a rest.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -245,6 +246,56 @@ TEST_P(TileLoops, TriangleKeepsANaNToItsRows) {
       }
     }
 }
+
+#if LIGHTNING_HAVE_AVX2
+// The transposed tiles, which only the avx2 path has (kernels::TransposedTiles): the backward's dK
+// stored straight from dK^T's tiles. gemm_plus_lower_right_transposed against a loop in double and
+// bit for bit against gemm_plus_lower_right's C transposed, with and without X Y, over one and two
+// column tiles; the output's padding past M untouched.
+TEST(TransposedTiles, MatchALoopAndTheTransposeOfTheirProduct) {
+  constexpr Path P = Path::avx2;
+  static_assert(kernels::TransposedTiles<P>::value && !kernels::TransposedTiles<Path::scalar>::value);
+  using Ker = kernels::Kernels<P>;
+  for (int64_t M : {Ker::MR, 3 * Ker::MR, 32 * Ker::MR})
+    for (int64_t N : {Ker::NR, 2 * Ker::NR})
+      for (int64_t kx : {0, 7, 128}) {
+        const int64_t ldx = kx + 2, ldy = N + 3, lda = N + 1, ldl = N + 5, ldc = N, ldt = M + 3;
+        const uint64_t seed = static_cast<uint64_t>(M * 1000 + N * 10 + kx);
+        const auto X = randn(static_cast<size_t>(M * ldx), 1.0f, seed);
+        const auto Y = randn(static_cast<size_t>(std::max<int64_t>(kx, 1) * ldy), 1.0f, seed + 1);
+        const auto A = randn(static_cast<size_t>(M * lda), 1.0f, seed + 2);
+        auto L = randn(static_cast<size_t>(N * ldl), 1.0f, seed + 3);
+        for (int64_t i = 0; i < N; ++i)
+          for (int64_t j = i + 1; j < ldl; ++j) L[static_cast<size_t>(i * ldl + j)] = 0.0f;
+        std::vector<float> C(static_cast<size_t>(M * ldc), 0.0f), Ct(static_cast<size_t>(N * ldt), -1.0f);
+        detail::gemm_plus_lower_right<P>(M, N, kx, X.data(), ldx, Y.data(), ldy, A.data(), lda, L.data(), ldl, C.data(),
+                                         ldc, 0.0f);
+        detail::gemm_plus_lower_right_transposed<P>(M, N, kx, X.data(), ldx, Y.data(), ldy, A.data(), lda, L.data(), ldl,
+                                                    Ct.data(), ldt);
+        std::vector<float> back(static_cast<size_t>(M * ldc)), zeros(back.size(), 0.0f);
+        int64_t bits = 0, padding = 0;
+        for (int64_t j = 0; j < N; ++j)
+          for (int64_t i = 0; i < ldt; ++i) {
+            const float x = Ct[static_cast<size_t>(j * ldt + i)];
+            if (i >= M) {
+              padding += x != -1.0f;
+              continue;
+            }
+            back[static_cast<size_t>(i * ldc + j)] = x;
+            bits += x != C[static_cast<size_t>(i * ldc + j)];
+          }
+        const int64_t wrong = wrong_entries(M, N, ldc, back, zeros, 0.0f, [&](int64_t i, int64_t j, auto add) {
+          for (int64_t p = 0; p < kx; ++p)
+            add(static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * ldy + j)]);
+          for (int64_t p = j; p < N; ++p)
+            add(static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * L[static_cast<size_t>(p * ldl + j)]);
+        });
+        EXPECT_EQ(wrong, 0) << M << " x " << N << ", kx " << kx;
+        EXPECT_EQ(bits, 0) << M << " x " << N << ", kx " << kx;
+        EXPECT_EQ(padding, 0) << M << " x " << N << ", kx " << kx;
+      }
+}
+#endif
 
 #if LIGHTNING_HAVE_AVX512
 // avx512's plain products take 9-row tiles over 48 columns where the other rows make whole 8-row

@@ -43,6 +43,19 @@ struct Ops {
   static Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
   static void stream(float* p, Vec x) { _mm256_stream_ps(p, x); }  // p 32-byte aligned
   static Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  // Vector v of rows 0-3 as 8 columns of 4 floats, C[l * ldc + r] = lane l of acc[r][v]: a 4 x 8
+  // transpose in 8 shuffles, each 128-bit half a column.
+  template <int V>
+  [[gnu::always_inline]] static void store_columns(const Vec (&acc)[4][V], int v, float* C, int64_t ldc) {
+    const __m256 t0 = _mm256_unpacklo_ps(acc[0][v], acc[1][v]), t1 = _mm256_unpackhi_ps(acc[0][v], acc[1][v]);
+    const __m256 t2 = _mm256_unpacklo_ps(acc[2][v], acc[3][v]), t3 = _mm256_unpackhi_ps(acc[2][v], acc[3][v]);
+    const __m256 col[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),  // columns l, l + 4
+                           _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+    for (int l = 0; l < 4; ++l) {
+      _mm_storeu_ps(C + l * ldc, _mm256_castps256_ps128(col[l]));
+      _mm_storeu_ps(C + (l + 4) * ldc, _mm256_extractf128_ps(col[l], 1));
+    }
+  }
 };
 
 /**
@@ -104,6 +117,9 @@ struct Kernels<Path::avx2> {
   static void gemm_tile2(int mr, int nr, const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
                          float beta, bool stream = false, const float* C0 = nullptr, int64_t ldc0 = 0) {
     simd::gemm_tile2<avx2_detail::Ops, MR, NR, NMR>(mr, nr, x, y, C, ldc, beta, stream, C0, ldc0);
+  }
+  static void gemm_tile2_transposed(const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc) {
+    simd::tile_transposed<avx2_detail::Ops, MR, NR / W>(x, y, C, ldc);
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {

@@ -33,6 +33,9 @@
 //   // Optional (avx512): pair tiles of up to PMR rows for products one vector wide, B in pair layout
 //   // (avx512.hpp), with pair_tiles = true; PairTiles<P> below says whether a path has them.
 //   static void gemm_pair_tile(...);  static void pair_transpose_8x8(...);  static void zip_row_pairs(...);
+//   // Optional (avx2): gemm_tile2's full MR x NR tile with beta 0, stored transposed (C[j * ldc + i]
+//   // = C^T), for the backward's dK^T; TransposedTiles<P> below says whether a path has it.
+//   static void gemm_tile2_transposed(const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc);
 // };
 #pragma once
 
@@ -53,6 +56,12 @@ template <Path P, class = void>
 struct PairTiles : std::false_type {};
 template <Path P>
 struct PairTiles<P, std::void_t<decltype(Kernels<P>::pair_tiles)>> : std::bool_constant<Kernels<P>::pair_tiles> {};
+
+/** Whether Kernels<P> has gemm_tile2_transposed. */
+template <Path P, class = void>
+struct TransposedTiles : std::false_type {};
+template <Path P>
+struct TransposedTiles<P, std::void_t<decltype(&Kernels<P>::gemm_tile2_transposed)>> : std::true_type {};
 
 /** Calls fn(std::integral_constant<int, mr>{}) for a runtime row count mr in [1, MaxRows]. */
 template <int MaxRows, class Fn>

@@ -229,6 +229,25 @@ template <class Ops, int R, int V, bool full, bool two>
   }
 }
 
+/**
+ * tile's full R x NV W tile of x + y with beta 0, stored transposed: C[(W v + l) * ldc + r] = acc[r][v]
+ * lane l, by Ops::store_columns (R rows of a vector as W columns of R floats). The sums are tile's, so
+ * C holds the bits of tile's C transposed.
+ */
+template <class Ops, int R, int NV>
+[[gnu::noinline]] void tile_transposed(const Operand& x, const Operand& y, float* C, int64_t ldc) {
+  using Vec = typename Ops::Vec;
+  typename Ops::Mask mask[NV];
+  LIGHTNING_UNROLL for (int v = 0; v < NV; ++v) mask[v] = Ops::lane_mask(Ops::W);
+  Vec acc[R][NV];
+  LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
+    LIGHTNING_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = Ops::zero();
+  }
+  accumulate<Ops, R, NV, true, false>(x, mask, acc);
+  accumulate<Ops, R, NV, true, true>(y, mask, acc);
+  LIGHTNING_UNROLL for (int v = 0; v < NV; ++v) Ops::store_columns(acc, v, C + v * Ops::W * ldc, ldc);
+}
+
 /** The tile for nr in [1, NV W]: NV vectors when nr fills them, fewer (or a masked last one) otherwise. */
 template <class Ops, int R, int NV>
 inline void tile_rows(int nr, const Operand& x, const Operand& y, float* C, int64_t ldc, float beta,
