@@ -6,6 +6,8 @@
 // 0.93-0.99x the time, at d = 64 0.95-0.99x, the forward 0.98-1.04x (neutral). Tiles at most 16
 // columns wide (d = 128 ends its rows with 16 + 16) take 6 rows, NMR: on Zen 5, on hot data, the
 // 4 x 16 tile ran at 0.84-0.91x the 4 x 24 tile's rate, the 6 x 16 tile at 0.98-1.01x (k = 16, 24, 128).
+// The full 4 x 24 tile also stores its sums transposed (gemm_tile2_transposed, Ops::store_columns):
+// the backward's dK straight from dK^T's tiles (detail/backward_tiled.hpp).
 #pragma once
 
 #include "lightning/config.hpp"
