@@ -188,24 +188,27 @@ TEST_P(Backward, BlockSizes) {
   for (int64_t block : {1, 2, 5, 63, 65, 100, 256, 300}) expect_close({1, 7, 7, 300, 16, 8, block});
 }
 
-// Whole blocks as wide as register tiles (0: the path's default, then 48 and 96) with one q head per
-// k/v head, where the avx2 path stores dK straight from dK^T's tiles transposed
-// (kernels::TransposedTiles): with pass 1's P~ stash (in dK's rows, copied out first) and without it
-// (dK alone, the same bits), d_k a multiple of the tile's rows and not, dS_out present and absent, a
-// last block of 5 rows.
-TEST_P(Backward, WholeTileBlocksOneQueryHeadPerKeyHead) {
-  for (int64_t block : {0, 48, 96})
-    for (int64_t dk : {16, 18, 128})
-      for (bool ds_out : {true, false}) {
-        Case c{1, 2, 2, 2 * 96 + 5, dk, 24, block};
-        c.d_state_out = ds_out;
-        expect_close(c);
-        Problem full(c), alone(c);
-        full.run(GetParam());
-        backward(alone.qv(), alone.kv(), alone.vv(), alone.dov(), View<float>(), alone.out(alone.dk, c.kv_heads, c.dk),
-                 View<float>(), alone.options(GetParam()), alone.s0v(), alone.ds1v());
-        EXPECT_EQ(alone.dk, full.dk) << "block " << block << ", dk " << dk << ", dS_out " << ds_out;
-      }
+// Whole blocks as wide as register tiles (0: the path's default, then 48 and 96), where the avx2 path
+// stores dK straight from the last q head's dK^T tiles transposed (kernels::TransposedTiles), the
+// group's earlier heads' sum added: one, two and three q heads per k/v head; with pass 1's P~ stash
+// (in dK's rows, copied out first) and without it (dK alone, the same bits); d_k a multiple of the
+// tile's rows and not; dS_out present and absent; a last block of 5 rows.
+TEST_P(Backward, BlocksOfWholeTiles) {
+  for (const auto& [q_heads, kv_heads] : {std::pair<int64_t, int64_t>{2, 2}, {4, 2}, {3, 1}})
+    for (int64_t block : {0, 48, 96})
+      for (int64_t dk : {16, 18, 128})
+        for (bool ds_out : {true, false}) {
+          Case c{1, q_heads, kv_heads, 2 * 96 + 5, dk, 24, block};
+          c.d_state_out = ds_out;
+          expect_close(c);
+          Problem full(c), alone(c);
+          full.run(GetParam());
+          backward(alone.qv(), alone.kv(), alone.vv(), alone.dov(), View<float>(),
+                   alone.out(alone.dk, c.kv_heads, c.dk), View<float>(), alone.options(GetParam()), alone.s0v(),
+                   alone.ds1v());
+          EXPECT_EQ(alone.dk, full.dk) << "heads " << q_heads << "/" << kv_heads << ", block " << block << ", dk " << dk
+                                       << ", dS_out " << ds_out;
+        }
 }
 
 TEST_P(Backward, BatchSeqHeadsMemoryOrder) {

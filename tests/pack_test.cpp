@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "lightning/detail/gemm.hpp"
@@ -250,50 +251,60 @@ TEST_P(TileLoops, TriangleKeepsANaNToItsRows) {
 #if LIGHTNING_HAVE_AVX2
 // The transposed tiles, which only the avx2 path has (kernels::TransposedTiles): the backward's dK
 // stored straight from dK^T's tiles. gemm_plus_lower_right_transposed against a loop in double and
-// bit for bit against gemm_plus_lower_right's C transposed, with and without X Y, over one and two
-// column tiles; the output's padding past M untouched.
+// bit for bit against gemm_plus_lower_right's C transposed, with and without X Y, with beta 0 and
+// with beta 1 on a sum S (the earlier q heads' of a group), over one and two column tiles; the
+// output's padding past M untouched.
 TEST(TransposedTiles, MatchALoopAndTheTransposeOfTheirProduct) {
   constexpr Path P = Path::avx2;
   static_assert(kernels::TransposedTiles<P>::value && !kernels::TransposedTiles<Path::scalar>::value);
   using Ker = kernels::Kernels<P>;
   for (int64_t M : {Ker::MR, 3 * Ker::MR, 32 * Ker::MR})
     for (int64_t N : {Ker::NR, 2 * Ker::NR})
-      for (int64_t kx : {0, 7, 128}) {
-        const int64_t ldx = kx + 2, ldy = N + 3, lda = N + 1, ldl = N + 5, ldc = N, ldt = M + 3;
-        const uint64_t seed = static_cast<uint64_t>(M * 1000 + N * 10 + kx);
-        const auto X = randn(static_cast<size_t>(M * ldx), 1.0f, seed);
-        const auto Y = randn(static_cast<size_t>(std::max<int64_t>(kx, 1) * ldy), 1.0f, seed + 1);
-        const auto A = randn(static_cast<size_t>(M * lda), 1.0f, seed + 2);
-        auto L = randn(static_cast<size_t>(N * ldl), 1.0f, seed + 3);
-        for (int64_t i = 0; i < N; ++i)
-          for (int64_t j = i + 1; j < ldl; ++j) L[static_cast<size_t>(i * ldl + j)] = 0.0f;
-        std::vector<float> C(static_cast<size_t>(M * ldc), 0.0f), Ct(static_cast<size_t>(N * ldt), -1.0f);
-        detail::gemm_plus_lower_right<P>(M, N, kx, X.data(), ldx, Y.data(), ldy, A.data(), lda, L.data(), ldl, C.data(),
-                                         ldc, 0.0f);
-        detail::gemm_plus_lower_right_transposed<P>(M, N, kx, X.data(), ldx, Y.data(), ldy, A.data(), lda, L.data(), ldl,
-                                                    Ct.data(), ldt);
-        std::vector<float> back(static_cast<size_t>(M * ldc)), zeros(back.size(), 0.0f);
-        int64_t bits = 0, padding = 0;
-        for (int64_t j = 0; j < N; ++j)
-          for (int64_t i = 0; i < ldt; ++i) {
-            const float x = Ct[static_cast<size_t>(j * ldt + i)];
-            if (i >= M) {
-              padding += x != -1.0f;
-              continue;
+      for (int64_t kx : {0, 7, 128})
+        for (bool sum : {false, true}) {
+          const int64_t ldx = kx + 2, ldy = N + 3, lda = N + 1, ldl = N + 5, ldc = N, lds = N + 2, ldt = M + 3;
+          const uint64_t seed = static_cast<uint64_t>(M * 1000 + N * 10 + kx);
+          const auto X = randn(static_cast<size_t>(M * ldx), 1.0f, seed);
+          const auto Y = randn(static_cast<size_t>(std::max<int64_t>(kx, 1) * ldy), 1.0f, seed + 1);
+          const auto A = randn(static_cast<size_t>(M * lda), 1.0f, seed + 2);
+          auto L = randn(static_cast<size_t>(N * ldl), 1.0f, seed + 3);
+          for (int64_t i = 0; i < N; ++i)
+            for (int64_t j = i + 1; j < ldl; ++j) L[static_cast<size_t>(i * ldl + j)] = 0.0f;
+          const auto S = randn(static_cast<size_t>(M * lds), 1.0f, seed + 4);
+          std::vector<float> C0(static_cast<size_t>(M * ldc), 0.0f);  // S at C's stride, or zeros
+          if (sum)
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < N; ++j) C0[static_cast<size_t>(i * ldc + j)] = S[static_cast<size_t>(i * lds + j)];
+          std::vector<float> C = C0, Ct(static_cast<size_t>(N * ldt), -1.0f);
+          const float beta = sum ? 1.0f : 0.0f;
+          detail::gemm_plus_lower_right<P>(M, N, kx, X.data(), ldx, Y.data(), ldy, A.data(), lda, L.data(), ldl,
+                                           C.data(), ldc, beta);
+          detail::gemm_plus_lower_right_transposed<P>(M, N, kx, X.data(), ldx, Y.data(), ldy, A.data(), lda, L.data(),
+                                                      ldl, Ct.data(), ldt, sum ? S.data() : nullptr, lds);
+          std::vector<float> back(static_cast<size_t>(M * ldc));
+          int64_t bits = 0, padding = 0;
+          for (int64_t j = 0; j < N; ++j)
+            for (int64_t i = 0; i < ldt; ++i) {
+              const float x = Ct[static_cast<size_t>(j * ldt + i)];
+              if (i >= M) {
+                padding += x != -1.0f;
+                continue;
+              }
+              back[static_cast<size_t>(i * ldc + j)] = x;
+              bits += x != C[static_cast<size_t>(i * ldc + j)];
             }
-            back[static_cast<size_t>(i * ldc + j)] = x;
-            bits += x != C[static_cast<size_t>(i * ldc + j)];
-          }
-        const int64_t wrong = wrong_entries(M, N, ldc, back, zeros, 0.0f, [&](int64_t i, int64_t j, auto add) {
-          for (int64_t p = 0; p < kx; ++p)
-            add(static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * ldy + j)]);
-          for (int64_t p = j; p < N; ++p)
-            add(static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * L[static_cast<size_t>(p * ldl + j)]);
-        });
-        EXPECT_EQ(wrong, 0) << M << " x " << N << ", kx " << kx;
-        EXPECT_EQ(bits, 0) << M << " x " << N << ", kx " << kx;
-        EXPECT_EQ(padding, 0) << M << " x " << N << ", kx " << kx;
-      }
+          const int64_t wrong = wrong_entries(M, N, ldc, back, C0, beta, [&](int64_t i, int64_t j, auto add) {
+            for (int64_t p = 0; p < kx; ++p)
+              add(static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * ldy + j)]);
+            for (int64_t p = j; p < N; ++p)
+              add(static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * L[static_cast<size_t>(p * ldl + j)]);
+          });
+          const std::string what = std::to_string(M) + " x " + std::to_string(N) + ", kx " + std::to_string(kx) +
+                                   (sum ? ", on S" : "");
+          EXPECT_EQ(wrong, 0) << what;
+          EXPECT_EQ(bits, 0) << what;
+          EXPECT_EQ(padding, 0) << what;
+        }
 }
 #endif
 

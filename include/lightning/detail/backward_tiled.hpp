@@ -641,14 +641,15 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
       transpose<P>(dk, m, dKt, ldp, dK, lddk, nullptr, stream_dk);
       store_rows<P>(dK, lddk, a.dk, b, g, t0, m);
     };
-    // With one q head per k/v head and whole tiles, dK^T's tiles store their sums transposed into dK's
-    // rows (kernels::TransposedTiles: avx2), the same bits without the transpose out; P~'s stash,
-    // which those rows hold, is copied out first. tools/ab (avx2, n = 16384, one head, 400 pairs;
-    // one tree on both sides, the tiles switched on one side by the environment): backward 0.9909 and
-    // 0.9909 with them on the new side, 1.0038 and 1.0048 on the old side, 0.9977 and 0.9982 on neither.
+    // With whole tiles, the group's last q head's dK^T tiles store their sums (the group's earlier
+    // heads' in dKt added) transposed into dK's rows (kernels::TransposedTiles: avx2), the same bits
+    // without the transpose out; that head's P~ stash, which those rows hold, is copied out first.
+    // tools/ab (avx2, n = 16384, one head, 400 pairs; one tree on both sides, the tiles switched on
+    // one side by the environment): backward 0.9909 and 0.9909 with them on the new side, 1.0038 and
+    // 1.0048 on the old side, 0.9977 and 0.9982 on neither.
     bool dk_transposed = false;
     if constexpr (kernels::TransposedTiles<P>::value)
-      dk_transposed = need_dk && group == 1 && !stream_dk && m % Ker::NR == 0 && dk % Ker::MR == 0;
+      dk_transposed = need_dk && !stream_dk && m % Ker::NR == 0 && dk % Ker::MR == 0;
     int64_t lddv = 0;
     float* dV = need_dv ? gradient_rows(a.dv, b, g, t0, w.dv, lddv) : nullptr;
     const bool update_r = t0 > 0 || need_ds_in;  // the adjoint entering the first block is dS_in only
@@ -699,7 +700,8 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
           LIGHTNING_SITE(pass2_q_test);
           finite_q = need_dv ? all_finite(1, m, Pt, ldp) : all_finite(m, dk, Q, ldq);
         }
-        if (dk_transposed && finite_q) {
+        const bool last = h + 1 == (g + 1) * group, dk_out = dk_transposed && last && finite_q;
+        if (dk_out) {
           if constexpr (kernels::TransposedTiles<P>::value) {
             if (Pl != Pm) {  // the stash, in the rows about to be written
               for (int64_t i = 0; i < m; ++i)
@@ -710,7 +712,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
             float* dK = gradient_rows(a.dk, b, g, t0, w.dk, lddk);
             LIGHTNING_SITE(pass2_dkt);
             gemm_plus_lower_right_transposed<P>(dk, m, inter ? dv : 0, R, ldr, Vdt, ldvd, w.qt.data(), ldp, Pl, ldl,
-                                                dK, lddk, tile);
+                                                dK, lddk, first ? nullptr : dKt, ldp, tile);
             store_rows<P>(dK, lddk, a.dk, b, g, t0, m);
           }
         } else if (pairs) {  // P~ zipped into pair layout
@@ -731,7 +733,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (!finite_q) add_dk_intra_exact<P>(m, dk, Pl, ldl, w.a.data(), ldp, Q, ldq, w.y.data(), dKt, inter || !first);
         // After the group's last term, while dK^T is in L1: at the block's end (after dV and R, whose
         // panels evict it) the transpose took 0.4% more of the avx2 backward.
-        if (h + 1 == (g + 1) * group && !(dk_transposed && finite_q)) store_dk();
+        if (last && !dk_out) store_dk();
       }
       // By column panels of R, one register tile wide: dV's columns, then R's same columns, which
       // stay in L1 between the two (R is d_k x d_v, 64 KB at d = 128); on avx2 16 columns wide when

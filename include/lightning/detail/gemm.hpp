@@ -239,21 +239,22 @@ void gemm_plus_lower_right(int64_t M, int64_t N, int64_t kx, const float* X, int
 }
 
 /**
- * gemm_plus_lower_right with beta 0, stored transposed: C (N x M, row stride ldc) = (X Y + A L)^T, with
- * the bits of gemm_plus_lower_right's C transposed. A path with transposed tiles only
- * (kernels::TransposedTiles), M a multiple of MR and N of NR, so that every tile is a full one.
+ * gemm_plus_lower_right stored transposed: C (N x M, row stride ldc) = (S + X Y + A L)^T, with the bits
+ * of gemm_plus_lower_right's C transposed, run with beta 1 on C = S (M x N, row stride lds) or, S null,
+ * with beta 0. A path with transposed tiles only (kernels::TransposedTiles), M a multiple of MR and N
+ * of NR, so that every tile is a full one.
  */
 template <Path P, class AfterTile = NoOp>
 void gemm_plus_lower_right_transposed(int64_t M, int64_t N, int64_t kx, const float* X, int64_t ldx, const float* Y,
                                       int64_t ldy, const float* A, int64_t lda, const float* L, int64_t ldl, float* C,
-                                      int64_t ldc, AfterTile&& after_tile = {}) {
+                                      int64_t ldc, const float* S, int64_t lds, AfterTile&& after_tile = {}) {
   using Ker = kernels::Kernels<P>;
   assert(M % Ker::MR == 0 && N % Ker::NR == 0);
   for (int64_t j0 = 0; j0 < N; j0 += Ker::NR)
     for (int64_t i0 = 0; i0 < M; i0 += Ker::MR) {
       Ker::gemm_tile2_transposed({kx, X + i0 * ldx, ldx, Y + j0, ldy},
                                  {N - j0, A + i0 * lda + j0, lda, L + j0 * ldl + j0, ldl, N - j0}, C + j0 * ldc + i0,
-                                 ldc);
+                                 ldc, S ? S + i0 * lds + j0 : nullptr, lds);
       after_tile();
     }
 }

@@ -120,8 +120,9 @@ struct Kernels<Path::avx2> {
                          float beta, bool stream = false, const float* C0 = nullptr, int64_t ldc0 = 0) {
     simd::gemm_tile2<avx2_detail::Ops, MR, NR, NMR>(mr, nr, x, y, C, ldc, beta, stream, C0, ldc0);
   }
-  static void gemm_tile2_transposed(const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc) {
-    simd::tile_transposed<avx2_detail::Ops, MR, NR / W>(x, y, C, ldc);
+  static void gemm_tile2_transposed(const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
+                                    const float* S = nullptr, int64_t lds = 0) {
+    simd::tile_transposed<avx2_detail::Ops, MR, NR / W>(x, y, C, ldc, S, lds);
   }
   static void gemm_tile(int mr, int nr, int64_t kc, const float* A, int64_t lda, const float* B, int64_t ldb,
                         float* C, int64_t ldc, float beta) {

@@ -33,9 +33,11 @@
 //   // Optional (avx512): pair tiles of up to PMR rows for products one vector wide, B in pair layout
 //   // (avx512.hpp), with pair_tiles = true; PairTiles<P> below says whether a path has them.
 //   static void gemm_pair_tile(...);  static void pair_transpose_8x8(...);  static void zip_row_pairs(...);
-//   // Optional (avx2): gemm_tile2's full MR x NR tile with beta 0, stored transposed (C[j * ldc + i]
-//   // = C^T), for the backward's dK^T; TransposedTiles<P> below says whether a path has it.
-//   static void gemm_tile2_transposed(const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc);
+//   // Optional (avx2): gemm_tile2's full MR x NR tile stored transposed (C[j * ldc + i] = C^T), with
+//   // beta 0, or with beta 1 on S (non-null, row stride lds, the tile's own layout), for the backward's
+//   // dK^T; TransposedTiles<P> below says whether a path has it.
+//   static void gemm_tile2_transposed(const simd::Operand& x, const simd::Operand& y, float* C, int64_t ldc,
+//                                     const float* S = nullptr, int64_t lds = 0);
 // };
 #pragma once
 

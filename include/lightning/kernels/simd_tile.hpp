@@ -230,12 +230,14 @@ template <class Ops, int R, int V, bool full, bool two>
 }
 
 /**
- * tile's full R x NV W tile of x + y with beta 0, stored transposed: C[(W v + l) * ldc + r] = acc[r][v]
- * lane l, by Ops::store_columns (R rows of a vector as W columns of R floats). The sums are tile's, so
- * C holds the bits of tile's C transposed.
+ * tile's full R x NV W tile of x + y stored transposed: C[(W v + l) * ldc + r] = acc[r][v] lane l, by
+ * Ops::store_columns (R rows of a vector as W columns of R floats). With `S` (row stride lds, the
+ * tile's layout, not C's) the sums are S + acc, as tile's with beta 1 and C = S; without, as tile's
+ * with beta 0: C holds the bits of tile's C transposed.
  */
 template <class Ops, int R, int NV>
-[[gnu::noinline]] void tile_transposed(const Operand& x, const Operand& y, float* C, int64_t ldc) {
+[[gnu::noinline]] void tile_transposed(const Operand& x, const Operand& y, float* C, int64_t ldc, const float* S,
+                                       int64_t lds) {
   using Vec = typename Ops::Vec;
   typename Ops::Mask mask[NV];
   LIGHTNING_UNROLL for (int v = 0; v < NV; ++v) mask[v] = Ops::lane_mask(Ops::W);
@@ -245,6 +247,11 @@ template <class Ops, int R, int NV>
   }
   accumulate<Ops, R, NV, true, false>(x, mask, acc);
   accumulate<Ops, R, NV, true, true>(y, mask, acc);
+  if (S) {
+    LIGHTNING_UNROLL for (int r = 0; r < R; ++r) {
+      LIGHTNING_UNROLL for (int v = 0; v < NV; ++v) acc[r][v] = Ops::add(Ops::load(S + r * lds + Ops::W * v), acc[r][v]);
+    }
+  }
   LIGHTNING_UNROLL for (int v = 0; v < NV; ++v) Ops::store_columns(acc, v, C + v * Ops::W * ldc, ldc);
 }
 
