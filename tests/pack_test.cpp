@@ -176,6 +176,17 @@ TEST_P(TileLoops, SumStartedFromC0HasTheBitsOfOneCall) {
     }
 }
 
+/** The terms of entry (i, j) of X Y + A L (X is M x kx, L an N x N lower triangle), each passed to add in double. */
+template <class Add>
+void lower_right_terms(int64_t i, int64_t j, int64_t N, int64_t kx, const std::vector<float>& X, int64_t ldx,
+                       const std::vector<float>& Y, int64_t ldy, const std::vector<float>& A, int64_t lda,
+                       const std::vector<float>& L, int64_t ldl, Add&& add) {
+  for (int64_t p = 0; p < kx; ++p)
+    add(static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * ldy + j)]);
+  for (int64_t p = j; p < N; ++p)  // column j of L: rows p >= j
+    add(static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * L[static_cast<size_t>(p * ldl + j)]);
+}
+
 // C = beta C + X Y + A L with L an N x N lower triangle (zeros above the diagonal, the transposed
 // gradient dK^T's form), against a loop in double: widths that split a tile of three vectors on avx512
 // (33-47, and 48 at row counts below MR) and rests beside whole tiles, the padding columns untouched.
@@ -198,10 +209,7 @@ TEST_P(TileLoops, LowerRightMatchesALoop) {
                                                              L.data(), ldl, C.data(), ldc, beta);
       });
       const int64_t wrong = wrong_entries(M, N, ldc, C, C0, beta, [&](int64_t i, int64_t j, auto add) {
-        for (int64_t p = 0; p < kx; ++p)
-          add(static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * ldy + j)]);
-        for (int64_t p = j; p < N; ++p)  // column j of L: rows p >= j
-          add(static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * L[static_cast<size_t>(p * ldl + j)]);
+        lower_right_terms(i, j, N, kx, X, ldx, Y, ldy, A, lda, L, ldl, add);
       });
       EXPECT_EQ(wrong, 0) << M << " x " << N;
     }
@@ -294,10 +302,7 @@ TEST(TransposedTiles, MatchALoopAndTheTransposeOfTheirProduct) {
               bits += x != C[static_cast<size_t>(i * ldc + j)];
             }
           const int64_t wrong = wrong_entries(M, N, ldc, back, C0, beta, [&](int64_t i, int64_t j, auto add) {
-            for (int64_t p = 0; p < kx; ++p)
-              add(static_cast<double>(X[static_cast<size_t>(i * ldx + p)]) * Y[static_cast<size_t>(p * ldy + j)]);
-            for (int64_t p = j; p < N; ++p)
-              add(static_cast<double>(A[static_cast<size_t>(i * lda + p)]) * L[static_cast<size_t>(p * ldl + j)]);
+            lower_right_terms(i, j, N, kx, X, ldx, Y, ldy, A, lda, L, ldl, add);
           });
           const std::string what = std::to_string(M) + " x " + std::to_string(N) + ", kx " + std::to_string(kx) +
                                    (sum ? ", on S" : "");

@@ -97,6 +97,15 @@ int64_t p_stash_ld(const BackwardArgs<T>& a) {
   return a.dk.seq_stride == a.dk.dim && row * static_cast<int64_t>(sizeof(float)) % 64 != 0 ? row : a.dk.seq_stride;
 }
 
+/**
+ * Copies a P~ block, m x m floats, between row strides: into its stash (pass 1) and out of it (pass 2,
+ * before dK's rows are written). A loop the compiler vectorises: std::copy_n called memmove per row.
+ */
+inline void copy_p(int64_t m, const float* from, int64_t ldf, float* to, int64_t ldt) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < m; ++j) to[i * ldt + j] = from[i * ldf + j];
+}
+
 /** Where head h's P~ of the block from token t sits in dK's rows (stash_p_in_dk), row stride p_stash_ld. */
 template <class T>
 T* p_stash(const BackwardArgs<T>& a, int64_t b, int64_t h, int64_t t) {
@@ -453,10 +462,7 @@ void backward_forward_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if constexpr (std::is_same_v<T, float>)
           if (stash) {
             LIGHTNING_SITE(pass1_p_stash);
-            float* to = p_stash(a, b, h, t0);
-            const int64_t ld = p_stash_ld(a);
-            for (int64_t i = 0; i < m; ++i)  // a loop the compiler vectorises: std::copy_n called memmove per row
-              for (int64_t j = 0; j < m; ++j) to[i * ld + j] = Pm[i * ldp + j];
+            copy_p(m, Pm, ldp, p_stash(a, b, h, t0), p_stash_ld(a));
           }
       }
     }
@@ -704,8 +710,7 @@ void backward_reverse_pass(const BackwardArgs<T>& a, int64_t b, int64_t g, Backw
         if (dk_out) {
           if constexpr (kernels::TransposedTiles<P>::value) {
             if (Pl != Pm) {  // the stash, in the rows about to be written
-              for (int64_t i = 0; i < m; ++i)
-                for (int64_t j = 0; j < m; ++j) Pm[i * ldp + j] = Pl[i * ldl + j];
+              copy_p(m, Pl, ldl, Pm, ldp);
               Pl = Pm, ldl = ldp;
             }
             int64_t lddk;
