@@ -49,7 +49,7 @@ template <Body B>
                            : LT_CLOBBERS);
   const auto t0 = std::chrono::steady_clock::now();
   for (long i = 0; i < iterations; ++i) {
-    // The zmm bodies need AVX-512F; the ymm bodies use ymm16-31 nowhere, so AVX2 + FMA suffice.
+    // AVX-512F, which main checks first.
     if constexpr (B == Body::z_fma) asm volatile(LT_FMAS(zmm)::[b] "r"(buf) : LT_CLOBBERS);
     if constexpr (B == Body::z_fma_s6) asm volatile(LT_FMAS(zmm) LT_S6(zmm, 0, 1, 2, 3, 4, 5, 0)::[b] "r"(buf) : LT_CLOBBERS);
     if constexpr (B == Body::z_fma_s12) asm volatile(LT_FMAS(zmm) LT_S12(zmm)::[b] "r"(buf) : LT_CLOBBERS);
@@ -67,7 +67,7 @@ template <Body B>
   asm volatile("vzeroall" ::: LT_CLOBBERS);
   const auto t0 = std::chrono::steady_clock::now();
   for (long i = 0; i < iterations; ++i) {
-    // 24 ymm FMAs: 12 chains twice (AVX2 has 16 registers).
+    // AVX2 and FMA, which main checks first; 24 ymm FMAs are 12 chains twice (AVX2 has 16 registers).
     if constexpr (B == Body::y_fma) asm volatile(LT_YFMAS LT_YFMAS::[b] "r"(buf) : LT_CLOBBERS);
     if constexpr (B == Body::y_fma_s12) asm volatile(LT_YFMAS LT_S12(ymm) LT_YFMAS::[b] "r"(buf) : LT_CLOBBERS);
     if constexpr (B == Body::y_fma_s24) asm volatile(LT_YFMAS LT_S12(ymm) LT_YFMAS LT_S12(ymm)::[b] "r"(buf) : LT_CLOBBERS);
@@ -76,8 +76,21 @@ template <Body B>
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void row(const char* name, double t, long iterations, double slot) {
-  std::printf("| %-30s | %8.3f | %6.1f |\n", name, t / iterations * 1e9, t / slot);
+struct Loop {
+  const char* name;
+  double (*seconds)(long iterations, float* buf);
+};
+
+/** Two rounds of the loops, each row in FMA slots of the first loop (24 FMAs alone) of its round. */
+template <int N>
+void rows(const Loop (&loops)[N], long iterations, float* buf) {
+  for (int round = 0; round < 2; ++round) {
+    const double slot = loops[0].seconds(iterations, buf) / 24;
+    for (const Loop& loop : loops) {
+      const double t = &loop == loops ? 24 * slot : loop.seconds(iterations, buf);
+      std::printf("| %-30s | %8.3f | %6.1f |\n", loop.name, t / iterations * 1e9, t / slot);
+    }
+  }
 }
 
 }  // namespace
@@ -91,23 +104,19 @@ int main(int argc, char** argv) {
   alignas(64) static float buf[24 * 16];
   std::printf("| loop, per iteration | ns | FMA slots |\n|---|---:|---:|\n");
   if (__builtin_cpu_supports("avx512f")) {
-    for (int round = 0; round < 2; ++round) {
-      const double fma = seconds<Body::z_fma>(iterations, buf), slot = fma / 24;
-      row("24 zmm FMAs", fma, iterations, slot);
-      row("24 zmm FMAs + 6 zmm stores", seconds<Body::z_fma_s6>(iterations, buf), iterations, slot);
-      row("24 zmm FMAs + 12 zmm stores", seconds<Body::z_fma_s12>(iterations, buf), iterations, slot);
-      row("24 zmm FMAs + 24 zmm stores", seconds<Body::z_fma_s24>(iterations, buf), iterations, slot);
-      row("24 zmm stores", seconds<Body::z_s24>(iterations, buf), iterations, slot);
-    }
+    const Loop zmm[] = {{"24 zmm FMAs", seconds<Body::z_fma>},
+                        {"24 zmm FMAs + 6 zmm stores", seconds<Body::z_fma_s6>},
+                        {"24 zmm FMAs + 12 zmm stores", seconds<Body::z_fma_s12>},
+                        {"24 zmm FMAs + 24 zmm stores", seconds<Body::z_fma_s24>},
+                        {"24 zmm stores", seconds<Body::z_s24>}};
+    rows(zmm, iterations, buf);
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    for (int round = 0; round < 2; ++round) {
-      const double fma = seconds_ymm<Body::y_fma>(iterations, buf), slot = fma / 24;
-      row("24 ymm FMAs", fma, iterations, slot);
-      row("24 ymm FMAs + 12 ymm stores", seconds_ymm<Body::y_fma_s12>(iterations, buf), iterations, slot);
-      row("24 ymm FMAs + 24 ymm stores", seconds_ymm<Body::y_fma_s24>(iterations, buf), iterations, slot);
-      row("24 ymm stores", seconds_ymm<Body::y_s24>(iterations, buf), iterations, slot);
-    }
+    const Loop ymm[] = {{"24 ymm FMAs", seconds_ymm<Body::y_fma>},
+                        {"24 ymm FMAs + 12 ymm stores", seconds_ymm<Body::y_fma_s12>},
+                        {"24 ymm FMAs + 24 ymm stores", seconds_ymm<Body::y_fma_s24>},
+                        {"24 ymm stores", seconds_ymm<Body::y_s24>}};
+    rows(ymm, iterations, buf);
   }
 }
 #endif
