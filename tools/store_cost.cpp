@@ -6,9 +6,10 @@
 // about 1.9 slots, which is what a state update's tile end costs at small blocks.
 //
 //   ./build/tools/tools/store_cost [iterations, default 50000000]
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+
+#include "cpu_seconds.hpp"
 
 #if !defined(__x86_64__)
 int main() {
@@ -30,51 +31,37 @@ namespace {
 #define LT_S12(r) LT_S6(r, 0, 1, 2, 3, 4, 5, 0) LT_S6(r, 6, 7, 8, 9, 10, 11, 384)
 #define LT_S24(r) LT_S12(r) LT_S6(r, 12, 13, 14, 15, 16, 17, 768) LT_S6(r, 18, 19, 20, 21, 22, 23, 1152)
 
-// Which loop body: FMAs (zmm or ymm) and how many stores (zmm or ymm).
-enum class Body { z_fma, z_fma_s6, z_fma_s12, z_fma_s24, z_s24, y_fma, y_fma_s12, y_fma_s24, y_s24 };
-
 #define LT_CLOBBERS \
   "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", \
       "xmm12", "xmm13", "xmm14", "xmm15"
 #define LT_Z(i) "vpxord %%zmm" #i ", %%zmm" #i ", %%zmm" #i "\n\t"
+#define LT_YF(i) "vfmadd231ps %%ymm14, %%ymm15, %%ymm" #i "\n\t"
+// 24 ymm FMAs are 12 chains twice (AVX2 has 16 registers).
+#define LT_YFMAS LT_YF(0) LT_YF(1) LT_YF(2) LT_YF(3) LT_YF(4) LT_YF(5) LT_YF(6) LT_YF(7) LT_YF(8) LT_YF(9) LT_YF(10) LT_YF(11)
 
-// Each loop starts from zeros in every register it uses (operands and sums stay 0: no denormals).
-// Registers 16-31 are not named as clobbered (that needs -mavx512f for the whole file); nothing the
-// compiler keeps lives in them, as this file is not compiled for AVX-512.
-template <Body B>
-[[gnu::noinline]] double seconds(long iterations, float* buf) {
+// Every register a loop uses starts at zero (operands and sums stay 0: no denormals). Registers
+// 16-31 are not named as clobbered (that needs -mavx512f for the whole file); nothing the compiler
+// keeps lives in them, as this file is not compiled for AVX-512.
+void zero_zmm() {
   asm volatile(LT_Z(0) LT_Z(1) LT_Z(2) LT_Z(3) LT_Z(4) LT_Z(5) LT_Z(6) LT_Z(7) LT_Z(8) LT_Z(9) LT_Z(10) LT_Z(11)
                    LT_Z(12) LT_Z(13) LT_Z(14) LT_Z(15) LT_Z(16) LT_Z(17) LT_Z(18) LT_Z(19) LT_Z(20) LT_Z(21)
                        LT_Z(22) LT_Z(23) LT_Z(30) LT_Z(31)::
                            : LT_CLOBBERS);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (long i = 0; i < iterations; ++i) {
-    // AVX-512F, which main checks first.
-    if constexpr (B == Body::z_fma) asm volatile(LT_FMAS(zmm)::[b] "r"(buf) : LT_CLOBBERS);
-    if constexpr (B == Body::z_fma_s6) asm volatile(LT_FMAS(zmm) LT_S6(zmm, 0, 1, 2, 3, 4, 5, 0)::[b] "r"(buf) : LT_CLOBBERS);
-    if constexpr (B == Body::z_fma_s12) asm volatile(LT_FMAS(zmm) LT_S12(zmm)::[b] "r"(buf) : LT_CLOBBERS);
-    if constexpr (B == Body::z_fma_s24) asm volatile(LT_FMAS(zmm) LT_S24(zmm)::[b] "r"(buf) : LT_CLOBBERS);
-    if constexpr (B == Body::z_s24) asm volatile(LT_S24(zmm)::[b] "r"(buf) : LT_CLOBBERS);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+void zero_ymm() { asm volatile("vzeroall" ::: LT_CLOBBERS); }
+
+/** CPU seconds of `iterations` runs of body, the registers zeroed inside the timed call (no call between). */
+template <class Zero, class Body>
+double seconds(long iterations, Zero zero, Body body) {
+  return lightning::tools::cpu_seconds([&] {
+    zero();
+    for (long i = 0; i < iterations; ++i) body();
+  });
 }
 
-#define LT_YF(i) "vfmadd231ps %%ymm14, %%ymm15, %%ymm" #i "\n\t"
-#define LT_YFMAS LT_YF(0) LT_YF(1) LT_YF(2) LT_YF(3) LT_YF(4) LT_YF(5) LT_YF(6) LT_YF(7) LT_YF(8) LT_YF(9) LT_YF(10) LT_YF(11)
-
-template <Body B>
-[[gnu::noinline]] double seconds_ymm(long iterations, float* buf) {
-  asm volatile("vzeroall" ::: LT_CLOBBERS);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (long i = 0; i < iterations; ++i) {
-    // AVX2 and FMA, which main checks first; 24 ymm FMAs are 12 chains twice (AVX2 has 16 registers).
-    if constexpr (B == Body::y_fma) asm volatile(LT_YFMAS LT_YFMAS::[b] "r"(buf) : LT_CLOBBERS);
-    if constexpr (B == Body::y_fma_s12) asm volatile(LT_YFMAS LT_S12(ymm) LT_YFMAS::[b] "r"(buf) : LT_CLOBBERS);
-    if constexpr (B == Body::y_fma_s24) asm volatile(LT_YFMAS LT_S12(ymm) LT_YFMAS LT_S12(ymm)::[b] "r"(buf) : LT_CLOBBERS);
-    if constexpr (B == Body::y_s24) asm volatile(LT_S12(ymm) LT_S12(ymm)::[b] "r"(buf) : LT_CLOBBERS);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+// A loop of the tables below: the asm `text` run `n` times against the buffer `b`.
+#define LT_LOOP(zero, text) \
+  [](long n, float* b) { return seconds(n, zero, [b] { asm volatile(text::[b] "r"(b) : LT_CLOBBERS); }); }
 
 struct Loop {
   const char* name;
@@ -104,18 +91,18 @@ int main(int argc, char** argv) {
   alignas(64) static float buf[24 * 16];
   std::printf("| loop, per iteration | ns | FMA slots |\n|---|---:|---:|\n");
   if (__builtin_cpu_supports("avx512f")) {
-    const Loop zmm[] = {{"24 zmm FMAs", seconds<Body::z_fma>},
-                        {"24 zmm FMAs + 6 zmm stores", seconds<Body::z_fma_s6>},
-                        {"24 zmm FMAs + 12 zmm stores", seconds<Body::z_fma_s12>},
-                        {"24 zmm FMAs + 24 zmm stores", seconds<Body::z_fma_s24>},
-                        {"24 zmm stores", seconds<Body::z_s24>}};
+    const Loop zmm[] = {{"24 zmm FMAs", LT_LOOP(zero_zmm, LT_FMAS(zmm))},
+                        {"24 zmm FMAs + 6 zmm stores", LT_LOOP(zero_zmm, LT_FMAS(zmm) LT_S6(zmm, 0, 1, 2, 3, 4, 5, 0))},
+                        {"24 zmm FMAs + 12 zmm stores", LT_LOOP(zero_zmm, LT_FMAS(zmm) LT_S12(zmm))},
+                        {"24 zmm FMAs + 24 zmm stores", LT_LOOP(zero_zmm, LT_FMAS(zmm) LT_S24(zmm))},
+                        {"24 zmm stores", LT_LOOP(zero_zmm, LT_S24(zmm))}};
     rows(zmm, iterations, buf);
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    const Loop ymm[] = {{"24 ymm FMAs", seconds_ymm<Body::y_fma>},
-                        {"24 ymm FMAs + 12 ymm stores", seconds_ymm<Body::y_fma_s12>},
-                        {"24 ymm FMAs + 24 ymm stores", seconds_ymm<Body::y_fma_s24>},
-                        {"24 ymm stores", seconds_ymm<Body::y_s24>}};
+    const Loop ymm[] = {{"24 ymm FMAs", LT_LOOP(zero_ymm, LT_YFMAS LT_YFMAS)},
+                        {"24 ymm FMAs + 12 ymm stores", LT_LOOP(zero_ymm, LT_YFMAS LT_S12(ymm) LT_YFMAS)},
+                        {"24 ymm FMAs + 24 ymm stores", LT_LOOP(zero_ymm, LT_YFMAS LT_S12(ymm) LT_YFMAS LT_S12(ymm))},
+                        {"24 ymm stores", LT_LOOP(zero_ymm, LT_S12(ymm) LT_S12(ymm))}};
     rows(ymm, iterations, buf);
   }
 }
